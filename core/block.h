@@ -1,0 +1,160 @@
+/* chainfs: block nodes and the driver ops table.
+ *
+ * A block node is one layer of an image chain: an open host file plus the
+ * format driver that interprets it.  A node's backing node is the layer
+ * below it.  The core never asks which driver a node has; everything a
+ * format knows lives behind struct block_driver.
+ *
+ * Locking contract, stated once:
+ *  - Driver I/O callbacks (read, write, write_zeroes, block_status, flush)
+ *    may be called concurrently from many threads on the same node.  A
+ *    driver protects its own metadata (qcow2: one mutex per image, held
+ *    briefly, never across data I/O to the host file).
+ *  - node->backing, node->backing_name and node->backing_format change only
+ *    while the owning disk is drained (see disk.h), so I/O callbacks may
+ *    read them without a lock.
+ *  - open, close, create and set_backing are never called concurrently with
+ *    I/O on the same node.
+ *
+ * I/O callbacks return 0 or a negative errno.  Offsets and lengths are in
+ * bytes and need no alignment; drivers handle partial clusters themselves.
+ */
+#ifndef CHAINFS_BLOCK_H
+#define CHAINFS_BLOCK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <glib.h>
+
+struct block_node;
+
+/* Flags returned by block_status. */
+enum {
+    BLOCK_STATUS_DATA      = 1 << 0, /* reads come from data stored here */
+    BLOCK_STATUS_ZERO      = 1 << 1, /* reads return zeros */
+    BLOCK_STATUS_ALLOCATED = 1 << 2, /* this layer decides the content;
+                                        otherwise the backing layer does */
+};
+
+/* Flags for write_zeroes. */
+enum {
+    BLOCK_ZERO_UNMAP = 1 << 0, /* the space may be released (discard) */
+};
+
+/* Options for creating an image.  Zero or NULL means "the default". */
+struct block_create_opts {
+    uint64_t size;              /* virtual size in bytes */
+    uint32_t cluster_size;      /* qcow2: power of two, 512 B..2 MiB; 64 KiB */
+    const char *backing_name;   /* stored as given; NULL: no backing */
+    const char *backing_format; /* recorded in the header when set */
+};
+
+struct block_driver {
+    const char *format_name;    /* "qcow2", "raw" */
+
+    /* Score how likely the first bytes of a file are this format: 0 = not
+     * at all, 100 = certain.  May be NULL (never chosen by probing). */
+    int (*probe)(const uint8_t *buf, size_t len);
+
+    /* Parse and validate the image on node->fd; set node->size and, for
+     * formats with a backing file, node->backing_name and
+     * node->backing_format.  node->read_only says how fd was opened.
+     * Errors name node->filename and the reason. */
+    bool (*open)(struct block_node *node, GError **errp);
+
+    /* Flush and release everything open allocated.  Must leave the image
+     * consistent (qcow2: marked clean).  Returns 0 or a negative errno;
+     * the node is released either way. */
+    int (*close)(struct block_node *node);
+
+    /* Read len bytes at offset into buf.  Ranges this layer does not
+     * allocate are read with block_node_read_backing(). */
+    int (*read)(struct block_node *node, uint64_t offset, uint64_t len,
+                void *buf);
+
+    /* Write len bytes at offset.  offset + len never exceeds node->size
+     * (the core checks).  Partial clusters are completed from the backing
+     * chain (copy-on-write). */
+    int (*write)(struct block_node *node, uint64_t offset, uint64_t len,
+                 const void *buf);
+
+    /* Make the range read as zeros, without writing data where the format
+     * allows.  May be NULL: the core writes zero buffers instead. */
+    int (*write_zeroes)(struct block_node *node, uint64_t offset,
+                        uint64_t len, int flags);
+
+    /* Make every completed write durable, metadata included. */
+    int (*flush)(struct block_node *node);
+
+    /* Describe the range starting at offset, at most len bytes: returns
+     * BLOCK_STATUS_* flags (or a negative errno) and sets *pnum (> 0) to
+     * the length of the run that has the same flags. */
+    int (*block_status)(struct block_node *node, uint64_t offset,
+                        uint64_t len, uint64_t *pnum);
+
+    /* Create a new image at filename (which must not exist: O_EXCL).  May
+     * be NULL: the format cannot be created. */
+    bool (*create)(const char *filename, const struct block_create_opts *opts,
+                   GError **errp);
+
+    /* Rewrite the backing file name and format in the image header,
+     * atomically with respect to crashes.  May be NULL (ENOTSUP). */
+    bool (*set_backing)(struct block_node *node, const char *backing_name,
+                        const char *backing_format, GError **errp);
+
+    /* Grow the virtual size.  May be NULL (ENOTSUP). */
+    bool (*grow)(struct block_node *node, uint64_t new_size, GError **errp);
+};
+
+struct block_node {
+    const struct block_driver *driver;
+    void *opaque;               /* the driver's state */
+
+    char *filename;             /* absolute, canonical path of the file */
+    int fd;                     /* host file; owned by the node */
+    bool read_only;
+    bool is_block_device;
+    uint64_t size;              /* virtual size in bytes */
+
+    /* From the image header (NULL for none); owned by the node. */
+    char *backing_name;
+    char *backing_format;
+
+    struct block_node *backing; /* next layer down, or NULL; owned */
+    unsigned depth;             /* 0 for the top of a chain */
+};
+
+/* The drivers the core knows, NULL-terminated; probing tries them in
+ * order. */
+extern const struct block_driver *const block_drivers[];
+
+const struct block_driver *block_driver_by_name(const char *format_name);
+
+/* Read from node's backing chain as this node sees it: zeros where there is
+ * no backing node and past the end of a shorter backing node. */
+int block_node_read_backing(struct block_node *node, uint64_t offset,
+                            uint64_t len, void *buf);
+
+/* Chain-wide status from node downwards: BLOCK_STATUS_DATA or ZERO (and
+ * ALLOCATED when some layer allocates it), *pnum as in block_status. */
+int block_chain_status(struct block_node *node, uint64_t offset,
+                       uint64_t len, uint64_t *pnum);
+
+/* Write zeros through node->driver->write_zeroes, or with zero buffers
+ * when the driver has none. */
+int block_node_write_zeroes(struct block_node *node, uint64_t offset,
+                            uint64_t len, int flags);
+
+/* Host I/O helpers: pread/pwrite the whole range, retrying on EINTR and
+ * short transfers.  Return 0 or a negative errno (-EIO for an unexpected
+ * end of file on read). */
+int host_pread(int fd, void *buf, size_t len, uint64_t offset);
+int host_pwrite(int fd, const void *buf, size_t len, uint64_t offset);
+
+/* The GError domain of chainfs: the code is an errno value. */
+#define CHAINFS_ERROR chainfs_error_quark()
+GQuark chainfs_error_quark(void);
+
+#endif

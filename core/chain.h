@@ -1,0 +1,47 @@
+/* chainfs: opening and closing image chains.
+ *
+ * A chain is opened from its top file downwards: each layer's backing file
+ * is resolved as QEMU resolves it (relative to the directory of the image
+ * that names it), its format taken from the header (qcow2's backing format
+ * extension) and probed only when none is recorded.  A layer given or
+ * recorded as raw is never probed.  Every layer is locked as QEMU locks it
+ * (image-lock.h): the top for writing unless read-only, backing layers for
+ * reading only, shared with other readers.
+ */
+#ifndef CHAINFS_CHAIN_H
+#define CHAINFS_CHAIN_H
+
+#include "block.h"
+
+/* Deeper chains are refused: they are almost certainly a mistake or an
+ * attack, and every read of an unallocated range walks the whole chain. */
+#define CHAIN_MAX_DEPTH 64
+
+/* Open one layer (not its backing chain): open and lock the file, check it
+ * is a regular file or a block device, pick the driver (format NULL:
+ * probe), and let the driver parse it.  Errors name the file. */
+struct block_node *block_node_open(const char *filename, const char *format,
+                                   bool read_only, GError **errp);
+
+/* Close one layer (not its backing chain).  Returns 0 or a negative errno
+ * from the final flush. */
+int block_node_close(struct block_node *node);
+
+/* Open filename and its whole backing chain.  format NULL: probe the top.
+ * Loops, missing files, chains deeper than CHAIN_MAX_DEPTH, backing names
+ * with a protocol prefix (json:, nbd:, ...) and unsupported features are a
+ * one-line error naming the file. */
+struct block_node *chain_open(const char *filename, const char *format,
+                              bool read_only, GError **errp);
+
+/* Close a chain from top down.  Returns the first error, 0 if none. */
+int chain_close(struct block_node *top);
+
+/* Resolve a backing file name as QEMU does: absolute names as they are,
+ * relative ones against the directory of overlay_filename.  Returns a newly
+ * allocated path (not canonicalized), or NULL with errp set for names with a
+ * protocol prefix. */
+char *chain_resolve_backing(const char *overlay_filename,
+                            const char *backing_name, GError **errp);
+
+#endif

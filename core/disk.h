@@ -1,0 +1,73 @@
+/* chainfs: disks, the chains exposed as files.
+ *
+ * A disk is what a guest sees: a name, a chain whose top takes the writes,
+ * and the dirty bitmaps that every write must mark.  All guest I/O enters
+ * through the disk_* functions below, which is what lets jobs reshape the
+ * chain underneath.
+ *
+ * Locking contract, stated once:
+ *  - io_lock (a writer-preferring rwlock) is held for reading across every
+ *    guest request, and for writing by disk_drain_begin().  Holding it for
+ *    writing means no guest request is in flight, so the chain (top and
+ *    every backing pointer) may be changed; guest requests wait briefly.
+ *  - bitmaps_lock protects the list of attached bitmaps; each bitmap has
+ *    its own lock for its bits.
+ */
+#ifndef CHAINFS_DISK_H
+#define CHAINFS_DISK_H
+
+#include <pthread.h>
+#include "block.h"
+#include "dirty-bitmap.h"
+
+struct disk {
+    char *name;
+    bool read_only;
+
+    pthread_rwlock_t io_lock;
+    struct block_node *top;     /* the chain; owned; see io_lock */
+
+    GMutex bitmaps_lock;
+    GPtrArray *bitmaps;         /* struct dirty_bitmap *, not owned */
+};
+
+/* Take ownership of the chain under top. */
+struct disk *disk_new(const char *name, struct block_node *top,
+                      bool read_only);
+
+/* Flush and close the chain and free the disk.  Returns the first error
+ * from flushing or closing, 0 if none. */
+int disk_close(struct disk *disk);
+
+uint64_t disk_size(struct disk *disk);
+
+/* Guest I/O.  Return 0 or a negative errno.  Writes past the end fail
+ * with -ENOSPC; writes to a read-only disk with -EROFS. */
+int disk_read(struct disk *disk, uint64_t offset, uint64_t len, void *buf);
+int disk_write(struct disk *disk, uint64_t offset, uint64_t len,
+               const void *buf);
+int disk_write_zeroes(struct disk *disk, uint64_t offset, uint64_t len,
+                      int flags);
+int disk_flush(struct disk *disk);
+
+/* Chain-wide status at offset, as block_chain_status(). */
+int disk_block_status(struct disk *disk, uint64_t offset, uint64_t len,
+                      uint64_t *pnum);
+
+/* Bytes of data in the disk (BLOCK_STATUS_DATA through the whole chain),
+ * for st_blocks. */
+int disk_allocated_bytes(struct disk *disk, uint64_t *bytes);
+
+/* Lines "DEPTH FORMAT VIRTUAL_SIZE PATH\n", top first (.chains/NAME). */
+char *disk_describe_chain(struct disk *disk);
+
+/* Every write to the disk marks every attached bitmap after it lands. */
+void disk_attach_bitmap(struct disk *disk, struct dirty_bitmap *bitmap);
+void disk_detach_bitmap(struct disk *disk, struct dirty_bitmap *bitmap);
+
+/* Wait for guest requests in flight and hold new ones off, so the chain can
+ * be changed.  Not recursive. */
+void disk_drain_begin(struct disk *disk);
+void disk_drain_end(struct disk *disk);
+
+#endif
