@@ -1,0 +1,134 @@
+/* chainfs: what every block node shares: the driver registry, reads that
+ * fall through to the backing chain, chain-wide status, and host I/O. */
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "block.h"
+
+G_DEFINE_QUARK(chainfs-error-quark, chainfs_error)
+
+const struct block_driver *block_driver_by_name(const char *format_name)
+{
+    for (unsigned i = 0; block_drivers[i]; i++) {
+        if (strcmp(block_drivers[i]->format_name, format_name) == 0) {
+            return block_drivers[i];
+        }
+    }
+    return NULL;
+}
+
+int host_pread(int fd, void *buf, size_t len, uint64_t offset)
+{
+    uint8_t *p = buf;
+
+    while (len > 0) {
+        ssize_t n = pread(fd, p, len, offset);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -errno;
+        }
+        if (n == 0) {
+            /* Metadata or data pointing past the end of the file: the image
+             * is damaged, and the read must fail rather than invent zeros. */
+            return -EIO;
+        }
+        p += n;
+        len -= n;
+        offset += n;
+    }
+    return 0;
+}
+
+int host_pwrite(int fd, const void *buf, size_t len, uint64_t offset)
+{
+    const uint8_t *p = buf;
+
+    while (len > 0) {
+        ssize_t n = pwrite(fd, p, len, offset);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -errno;
+        }
+        if (n == 0) {
+            return -ENOSPC;
+        }
+        p += n;
+        len -= n;
+        offset += n;
+    }
+    return 0;
+}
+
+int block_node_read_backing(struct block_node *node, uint64_t offset,
+                            uint64_t len, void *buf)
+{
+    struct block_node *backing = node->backing;
+    uint64_t backed = 0;
+
+    if (backing && offset < backing->size) {
+        backed = MIN(len, backing->size - offset);
+        int ret = backing->driver->read(backing, offset, backed, buf);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    if (backed < len) {
+        memset((uint8_t *)buf + backed, 0, len - backed);
+    }
+    return 0;
+}
+
+int block_chain_status(struct block_node *node, uint64_t offset,
+                       uint64_t len, uint64_t *pnum)
+{
+    uint64_t run = len;
+
+    for (; node; node = node->backing) {
+        if (offset >= node->size) {
+            break;
+        }
+        uint64_t n;
+        int flags = node->driver->block_status(node, offset,
+                                               MIN(run, node->size - offset),
+                                               &n);
+        if (flags < 0) {
+            return flags;
+        }
+        /* A run found in a lower layer holds only as long as every layer
+         * above it leaves the range unallocated. */
+        run = MIN(run, n);
+        if (flags & BLOCK_STATUS_ALLOCATED) {
+            *pnum = run;
+            return flags;
+        }
+    }
+    /* Nothing in the chain allocates it: it reads as zeros. */
+    *pnum = run;
+    return BLOCK_STATUS_ZERO;
+}
+
+int block_node_write_zeroes(struct block_node *node, uint64_t offset,
+                            uint64_t len, int flags)
+{
+    if (node->driver->write_zeroes) {
+        return node->driver->write_zeroes(node, offset, len, flags);
+    }
+
+    const uint64_t chunk = 1 << 20;
+    g_autofree void *zeros = g_malloc0(MIN(len, chunk));
+    while (len > 0) {
+        uint64_t n = MIN(len, chunk);
+        int ret = node->driver->write(node, offset, n, zeros);
+        if (ret < 0) {
+            return ret;
+        }
+        offset += n;
+        len -= n;
+    }
+    return 0;
+}

@@ -1,0 +1,12 @@
+/* chainfs: the format drivers the core knows, in probing order. */
+#include "core/block.h"
+
+extern const struct block_driver qcow2_driver;
+extern const struct block_driver raw_driver;
+
+/* raw accepts anything, so it is probed last. */
+const struct block_driver *const block_drivers[] = {
+    &qcow2_driver,
+    &raw_driver,
+    NULL,
+};
