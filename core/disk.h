@@ -5,7 +5,9 @@
  * through the disk_* functions below, which is what lets jobs reshape the
  * chain underneath.
  *
- * Locking contract, stated once:
+ * Locking contract, stated once (pthread locks throughout chainfs rather
+ * than GMutex: glib builds GMutex on raw futexes that ThreadSanitizer
+ * cannot see):
  *  - io_lock (a writer-preferring rwlock) is held for reading across every
  *    guest request, and for writing by disk_drain_begin().  Holding it for
  *    writing means no guest request is in flight, so the chain (top and
@@ -27,7 +29,7 @@ struct disk {
     pthread_rwlock_t io_lock;
     struct block_node *top;     /* the chain; owned; see io_lock */
 
-    GMutex bitmaps_lock;
+    pthread_mutex_t bitmaps_lock;
     GPtrArray *bitmaps;         /* struct dirty_bitmap *, not owned */
 };
 

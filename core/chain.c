@@ -1,0 +1,345 @@
+/* chainfs: opening image chains, one layer at a time, top down.
+ *
+ * Backing names are resolved as QEMU resolves them: relative to the
+ * directory of the overlay's filename as the chain spells it (the name
+ * given for the top, then each resolved backing path), not its canonical
+ * path.  The two differ when an overlay is reached through a symlink in
+ * another directory, and QEMU follows the spelling, so images that work
+ * with qemu-img work here.
+ *
+ * Loops are found by (st_dev, st_ino) before a layer is opened: opening a
+ * file twice would make our own OFD locks conflict and hide the loop
+ * behind an "in use" error.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "chain.h"
+#include "image-lock.h"
+
+/* Probing looks at no more than this: every format's magic fits. */
+#define PROBE_BYTES 512
+
+/* The driver whose probe scores the first bytes of fd highest. */
+static const struct block_driver *probe_driver(int fd, const char *filename,
+                                               GError **errp)
+{
+    uint8_t buf[PROBE_BYTES];
+    ssize_t n;
+
+    do {
+        n = pread(fd, buf, sizeof(buf), 0);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        int err = errno;
+        g_set_error(errp, CHAINFS_ERROR, err, "%s: cannot read: %s",
+                    filename, g_strerror(err));
+        return NULL;
+    }
+
+    const struct block_driver *best = NULL;
+    int best_score = 0;
+    for (unsigned i = 0; block_drivers[i]; i++) {
+        if (!block_drivers[i]->probe) {
+            continue;
+        }
+        int score = block_drivers[i]->probe(buf, n);
+        if (score > best_score) {
+            best = block_drivers[i];
+            best_score = score;
+        }
+    }
+    if (!best) {
+        g_set_error(errp, CHAINFS_ERROR, EINVAL,
+                    "%s: unknown image format", filename);
+    }
+    return best;
+}
+
+/* Open filename without blocking on a FIFO or taking a controlling
+ * terminal, and keep it only if it is a regular file or block device. */
+static int open_image_file(const char *filename, bool read_only,
+                           struct stat *st, GError **errp)
+{
+    int flags = (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK |
+                O_NOCTTY;
+    int fd = open(filename, flags);
+    if (fd < 0) {
+        int err = errno;
+        if (err == EISDIR) {
+            g_set_error(errp, CHAINFS_ERROR, EINVAL,
+                        "%s: not a regular file or block device", filename);
+        } else {
+            g_set_error(errp, CHAINFS_ERROR, err, "%s: cannot open: %s",
+                        filename, g_strerror(err));
+        }
+        return -1;
+    }
+    if (fstat(fd, st) < 0) {
+        int err = errno;
+        g_set_error(errp, CHAINFS_ERROR, err, "%s: cannot stat: %s",
+                    filename, g_strerror(err));
+        close(fd);
+        return -1;
+    }
+    if (!S_ISREG(st->st_mode) && !S_ISBLK(st->st_mode)) {
+        g_set_error(errp, CHAINFS_ERROR, EINVAL,
+                    "%s: not a regular file or block device", filename);
+        close(fd);
+        return -1;
+    }
+    /* Non-blocking was only for open(2); image I/O must block. */
+    if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0) {
+        int err = errno;
+        g_set_error(errp, CHAINFS_ERROR, err, "%s: fcntl: %s", filename,
+                    g_strerror(err));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Free a node whose driver is not (or no longer) open. */
+static void block_node_free(struct block_node *node)
+{
+    if (node->fd >= 0) {
+        close(node->fd);
+    }
+    g_free(node->filename);
+    g_free(node->backing_name);
+    g_free(node->backing_format);
+    g_free(node);
+}
+
+struct block_node *block_node_open(const char *filename, const char *format,
+                                   bool read_only, GError **errp)
+{
+    struct stat st;
+    int fd = open_image_file(filename, read_only, &st, errp);
+    if (fd < 0) {
+        return NULL;
+    }
+
+    struct block_node *node = g_new0(struct block_node, 1);
+    node->fd = fd;
+    node->read_only = read_only;
+    node->is_block_device = S_ISBLK(st.st_mode);
+    node->filename = realpath(filename, NULL);
+    if (!node->filename) {
+        int err = errno;
+        g_set_error(errp, CHAINFS_ERROR, err, "%s: cannot resolve path: %s",
+                    filename, g_strerror(err));
+        block_node_free(node);
+        return NULL;
+    }
+
+    if (!image_lock(fd, node->filename,
+                    read_only ? IMAGE_LOCK_READER : IMAGE_LOCK_WRITER,
+                    errp)) {
+        block_node_free(node);
+        return NULL;
+    }
+
+    if (format) {
+        node->driver = block_driver_by_name(format);
+        if (!node->driver) {
+            g_set_error(errp, CHAINFS_ERROR, EINVAL,
+                        "%s: unknown format '%s'", node->filename, format);
+        }
+    } else {
+        node->driver = probe_driver(fd, node->filename, errp);
+    }
+    if (!node->driver || !node->driver->open(node, errp)) {
+        block_node_free(node);
+        return NULL;
+    }
+    return node;
+}
+
+int block_node_close(struct block_node *node)
+{
+    if (!node) {
+        return 0;
+    }
+    int ret = node->driver->close(node);
+    block_node_free(node);
+    return ret;
+}
+
+/* QEMU's rule for a protocol prefix: text before the first ':' that holds
+ * no '/'. */
+static bool has_protocol_prefix(const char *name)
+{
+    return name[strcspn(name, ":/")] == ':';
+}
+
+char *chain_resolve_backing(const char *overlay_filename,
+                            const char *backing_name, GError **errp)
+{
+    /* "file:" names the protocol we use anyway.  (QEMU would resolve a
+     * relative name after it against its working directory, which means
+     * nothing to a daemon; the overlay's directory is what users mean.) */
+    if (g_str_has_prefix(backing_name, "file:")) {
+        backing_name += strlen("file:");
+    }
+    if (backing_name[0] == '\0') {
+        g_set_error(errp, CHAINFS_ERROR, EINVAL,
+                    "%s: empty backing file name", overlay_filename);
+        return NULL;
+    }
+    if (has_protocol_prefix(backing_name)) {
+        g_set_error(errp, CHAINFS_ERROR, ENOTSUP,
+                    "%s: unsupported backing file protocol in '%s'",
+                    overlay_filename, backing_name);
+        return NULL;
+    }
+    if (backing_name[0] == '/') {
+        return g_strdup(backing_name);
+    }
+
+    /* Like QEMU's path_combine: keep the overlay's directory exactly as
+     * spelled, including none at all (then both are relative to the
+     * working directory). */
+    const char *slash = strrchr(overlay_filename, '/');
+    if (!slash) {
+        return g_strdup(backing_name);
+    }
+    return g_strdup_printf("%.*s%s", (int)(slash - overlay_filename + 1),
+                           overlay_filename, backing_name);
+}
+
+struct file_id {
+    dev_t dev;
+    ino_t ino;
+};
+
+/* Whether id is one of the layers opened so far. */
+static bool file_id_seen(const GArray *ids, struct file_id id)
+{
+    for (unsigned i = 0; i < ids->len; i++) {
+        const struct file_id *seen = &g_array_index(ids, struct file_id, i);
+        if (seen->dev == id.dev && seen->ino == id.ino) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Open the backing layer of node, whose filename as the chain spells it is
+ * spelled_name; *backing_spelled receives the backing's spelling. */
+static struct block_node *open_backing(struct block_node *node,
+                                       const char *spelled_name,
+                                       GArray *ids, char **backing_spelled,
+                                       GError **errp)
+{
+    if (node->depth + 1 >= CHAIN_MAX_DEPTH) {
+        g_set_error(errp, CHAINFS_ERROR, ELOOP,
+                    "%s: backing chain too deep (more than %d layers)",
+                    node->filename, CHAIN_MAX_DEPTH);
+        return NULL;
+    }
+
+    g_autofree char *path = chain_resolve_backing(spelled_name,
+                                                  node->backing_name, errp);
+    if (!path) {
+        return NULL;
+    }
+
+    struct stat st;
+    if (stat(path, &st) < 0) {
+        int err = errno;
+        if (err == ENOENT) {
+            g_set_error(errp, CHAINFS_ERROR, ENOENT,
+                        "%s: backing file not found (named '%s' in %s)",
+                        path, node->backing_name, node->filename);
+        } else {
+            g_set_error(errp, CHAINFS_ERROR, err, "%s: %s (backing file of "
+                        "%s)", path, g_strerror(err), node->filename);
+        }
+        return NULL;
+    }
+    struct file_id id = { st.st_dev, st.st_ino };
+    if (file_id_seen(ids, id)) {
+        g_set_error(errp, CHAINFS_ERROR, ELOOP,
+                    "%s: backing chain loop at %s", node->filename, path);
+        return NULL;
+    }
+
+    struct block_node *backing = block_node_open(path, node->backing_format,
+                                                 true, errp);
+    if (!backing) {
+        return NULL;
+    }
+    /* The file may have been replaced since stat: the loop check must hold
+     * for what we actually opened. */
+    if (fstat(backing->fd, &st) == 0 &&
+        (st.st_dev != id.dev || st.st_ino != id.ino)) {
+        id = (struct file_id){ st.st_dev, st.st_ino };
+        if (file_id_seen(ids, id)) {
+            g_set_error(errp, CHAINFS_ERROR, ELOOP,
+                        "%s: backing chain loop at %s", node->filename, path);
+            block_node_close(backing);
+            return NULL;
+        }
+    }
+    g_array_append_val(ids, id);
+    backing->depth = node->depth + 1;
+    *backing_spelled = g_steal_pointer(&path);
+    return backing;
+}
+
+struct block_node *chain_open(const char *filename, const char *format,
+                              bool read_only, GError **errp)
+{
+    struct block_node *top = block_node_open(filename, format, read_only,
+                                             errp);
+    if (!top) {
+        return NULL;
+    }
+
+    g_autoptr(GArray) ids = g_array_new(false, false, sizeof(struct file_id));
+    struct stat st;
+    if (fstat(top->fd, &st) < 0) {
+        int err = errno;
+        g_set_error(errp, CHAINFS_ERROR, err, "%s: cannot stat: %s",
+                    top->filename, g_strerror(err));
+        block_node_close(top);
+        return NULL;
+    }
+    struct file_id top_id = { st.st_dev, st.st_ino };
+    g_array_append_val(ids, top_id);
+
+    g_autofree char *spelled = g_strdup(filename);
+    for (struct block_node *node = top; node->backing_name;
+         node = node->backing) {
+        char *backing_spelled = NULL;
+        node->backing = open_backing(node, spelled, ids, &backing_spelled,
+                                     errp);
+        if (!node->backing) {
+            chain_close(top);
+            return NULL;
+        }
+        g_free(spelled);
+        spelled = backing_spelled;
+    }
+    return top;
+}
+
+int chain_close(struct block_node *top)
+{
+    int first_error = 0;
+
+    while (top) {
+        struct block_node *backing = top->backing;
+        int ret = block_node_close(top);
+        if (ret < 0 && first_error == 0) {
+            first_error = ret;
+        }
+        top = backing;
+    }
+    return first_error;
+}

@@ -1,0 +1,266 @@
+/* chainfs: disks: guest I/O onto a chain, bounds, and dirty tracking.
+ *
+ * Every request holds io_lock for reading only while it runs, so drains
+ * (jobs changing the chain) wait for requests in flight and the
+ * writer-preferring rwlock keeps a stream of requests from starving them.
+ * The rwlock is not recursive: no disk_* function calls another while
+ * holding it, and none may be called by a thread that holds a drain.
+ *
+ * Marking bitmaps takes bitmaps_lock for the duration of the marking only
+ * (setting bits in memory, no I/O).  A copy-on-write array of bitmaps would
+ * save that mutex, but it needs a grace period before an old array can be
+ * freed; one short, uncontended-in-practice mutex per write is cheaper than
+ * that machinery.  Because marking happens under the same lock as
+ * detaching, a bitmap is never touched once disk_detach_bitmap() returns,
+ * and a bitmap attached before a write lands is always marked by it.
+ */
+#include <errno.h>
+#include <inttypes.h>
+
+#include "chain.h"
+#include "disk.h"
+
+static void lock_bitmap_list(struct disk *disk)
+{
+    pthread_mutex_lock(&disk->bitmaps_lock);
+}
+
+static void unlock_bitmap_list(struct disk *disk)
+{
+    pthread_mutex_unlock(&disk->bitmaps_lock);
+}
+
+struct disk *disk_new(const char *name, struct block_node *top,
+                      bool read_only)
+{
+    struct disk *disk = g_new0(struct disk, 1);
+    pthread_rwlockattr_t attr;
+
+    disk->name = g_strdup(name);
+    disk->read_only = read_only;
+    disk->top = top;
+
+    pthread_rwlockattr_init(&attr);
+    /* Without this glibc prefers readers, and a steady stream of guest
+     * requests would keep a drain waiting for ever. */
+    pthread_rwlockattr_setkind_np(&attr,
+                                  PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&disk->io_lock, &attr);
+    pthread_rwlockattr_destroy(&attr);
+
+    pthread_mutex_init(&disk->bitmaps_lock, NULL);
+    disk->bitmaps = g_ptr_array_new();
+    return disk;
+}
+
+/* Flush every writable layer; the first error wins.  Called with io_lock
+ * held (either way). */
+static int flush_chain(struct block_node *top)
+{
+    int first_error = 0;
+
+    for (struct block_node *node = top; node; node = node->backing) {
+        if (node->read_only) {
+            continue;
+        }
+        int ret = node->driver->flush(node);
+        if (ret < 0 && first_error == 0) {
+            first_error = ret;
+        }
+    }
+    return first_error;
+}
+
+int disk_close(struct disk *disk)
+{
+    if (!disk) {
+        return 0;
+    }
+    int ret = flush_chain(disk->top);
+    int close_ret = chain_close(disk->top);
+    if (ret == 0) {
+        ret = close_ret;
+    }
+    pthread_rwlock_destroy(&disk->io_lock);
+    pthread_mutex_destroy(&disk->bitmaps_lock);
+    g_ptr_array_unref(disk->bitmaps);
+    g_free(disk->name);
+    g_free(disk);
+    return ret;
+}
+
+uint64_t disk_size(struct disk *disk)
+{
+    pthread_rwlock_rdlock(&disk->io_lock);
+    uint64_t size = disk->top->size;
+    pthread_rwlock_unlock(&disk->io_lock);
+    return size;
+}
+
+/* Whether [offset, offset + len) lies within size, without overflow. */
+static bool range_fits(uint64_t offset, uint64_t len, uint64_t size)
+{
+    return offset <= size && len <= size - offset;
+}
+
+/* Mark [offset, offset + len) in every attached bitmap. */
+static void mark_bitmaps(struct disk *disk, uint64_t offset, uint64_t len)
+{
+    lock_bitmap_list(disk);
+    for (unsigned i = 0; i < disk->bitmaps->len; i++) {
+        dirty_bitmap_set(g_ptr_array_index(disk->bitmaps, i), offset, len);
+    }
+    unlock_bitmap_list(disk);
+}
+
+int disk_read(struct disk *disk, uint64_t offset, uint64_t len, void *buf)
+{
+    int ret = 0;
+
+    if (len == 0) {
+        return 0;
+    }
+    pthread_rwlock_rdlock(&disk->io_lock);
+    struct block_node *top = disk->top;
+    /* The front end clips reads at the end; getting here past it is a
+     * bug to report, not to paper over. */
+    if (!range_fits(offset, len, top->size)) {
+        ret = -EINVAL;
+    } else {
+        ret = top->driver->read(top, offset, len, buf);
+    }
+    pthread_rwlock_unlock(&disk->io_lock);
+    return ret;
+}
+
+/* The common part of writes and zero writes: checks, then the write, then
+ * the marking.  zero_flags < 0 means a data write of buf. */
+static int disk_modify(struct disk *disk, uint64_t offset, uint64_t len,
+                       const void *buf, int zero_flags)
+{
+    int ret;
+
+    if (disk->read_only) {
+        return -EROFS;
+    }
+    pthread_rwlock_rdlock(&disk->io_lock);
+    struct block_node *top = disk->top;
+    if (!range_fits(offset, len, top->size)) {
+        ret = -ENOSPC;
+    } else if (len == 0) {
+        ret = 0;
+    } else {
+        if (zero_flags < 0) {
+            ret = top->driver->write(top, offset, len, buf);
+        } else {
+            ret = block_node_write_zeroes(top, offset, len, zero_flags);
+        }
+        /* Even a failed write may have changed part of the range, and an
+         * extra dirty chunk only costs a copy. */
+        mark_bitmaps(disk, offset, len);
+    }
+    pthread_rwlock_unlock(&disk->io_lock);
+    return ret;
+}
+
+int disk_write(struct disk *disk, uint64_t offset, uint64_t len,
+               const void *buf)
+{
+    return disk_modify(disk, offset, len, buf, -1);
+}
+
+int disk_write_zeroes(struct disk *disk, uint64_t offset, uint64_t len,
+                      int flags)
+{
+    return disk_modify(disk, offset, len, NULL, flags & BLOCK_ZERO_UNMAP);
+}
+
+int disk_flush(struct disk *disk)
+{
+    pthread_rwlock_rdlock(&disk->io_lock);
+    int ret = flush_chain(disk->top);
+    pthread_rwlock_unlock(&disk->io_lock);
+    return ret;
+}
+
+int disk_block_status(struct disk *disk, uint64_t offset, uint64_t len,
+                      uint64_t *pnum)
+{
+    int ret;
+
+    pthread_rwlock_rdlock(&disk->io_lock);
+    struct block_node *top = disk->top;
+    if (offset >= top->size || len == 0) {
+        ret = -ENXIO; /* no run to describe, as lseek says past the end */
+    } else {
+        ret = block_chain_status(top, offset, MIN(len, top->size - offset),
+                                 pnum);
+    }
+    pthread_rwlock_unlock(&disk->io_lock);
+    return ret;
+}
+
+int disk_allocated_bytes(struct disk *disk, uint64_t *bytes)
+{
+    uint64_t total = 0;
+
+    /* One status call per run, not per cluster: the cost follows the
+     * allocation, so a huge sparse disk is cheap.  The lock is taken per
+     * call so that a drain never waits for a whole walk. */
+    for (uint64_t offset = 0;;) {
+        uint64_t pnum;
+        int flags = disk_block_status(disk, offset, UINT64_MAX - offset,
+                                      &pnum);
+        if (flags == -ENXIO) {
+            break; /* the end of the disk */
+        }
+        if (flags < 0) {
+            return flags;
+        }
+        if (flags & BLOCK_STATUS_DATA) {
+            total += pnum;
+        }
+        offset += pnum;
+    }
+    *bytes = total;
+    return 0;
+}
+
+char *disk_describe_chain(struct disk *disk)
+{
+    GString *text = g_string_new(NULL);
+    unsigned depth = 0;
+
+    pthread_rwlock_rdlock(&disk->io_lock);
+    for (struct block_node *node = disk->top; node; node = node->backing) {
+        g_string_append_printf(text, "%u %s %" PRIu64 " %s\n", depth++,
+                               node->driver->format_name, node->size,
+                               node->filename);
+    }
+    pthread_rwlock_unlock(&disk->io_lock);
+    return g_string_free(text, false);
+}
+
+void disk_attach_bitmap(struct disk *disk, struct dirty_bitmap *bitmap)
+{
+    lock_bitmap_list(disk);
+    g_ptr_array_add(disk->bitmaps, bitmap);
+    unlock_bitmap_list(disk);
+}
+
+void disk_detach_bitmap(struct disk *disk, struct dirty_bitmap *bitmap)
+{
+    lock_bitmap_list(disk);
+    g_ptr_array_remove(disk->bitmaps, bitmap);
+    unlock_bitmap_list(disk);
+}
+
+void disk_drain_begin(struct disk *disk)
+{
+    pthread_rwlock_wrlock(&disk->io_lock);
+}
+
+void disk_drain_end(struct disk *disk)
+{
+    pthread_rwlock_unlock(&disk->io_lock);
+}

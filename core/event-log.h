@@ -1,0 +1,71 @@
+/* chainfs: the append-only event log behind `.jobs/events`.
+ *
+ * Each event is one line, `SECONDS.MICROSECONDS EVENT key=value ...\n`,
+ * with wall-clock time; a value with blanks, quotes or nothing in it is
+ * double-quoted with `\"` and `\\` escapes as in the command grammar.
+ * The log is a byte stream whose size only grows: the most recent lines
+ * (at least EVENT_LOG_MIN_KEPT) are kept in a ring, each with its offset in
+ * that stream, so a reader at offset X gets the bytes from X on, or from
+ * the oldest kept line when X has fallen off the ring.
+ *
+ * Thread-safety: every function is thread-safe (one mutex per log).  The
+ * notify callback runs after an append, outside that mutex, on the
+ * appending thread; it must not block.
+ */
+#ifndef CHAINFS_EVENT_LOG_H
+#define CHAINFS_EVENT_LOG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <glib.h>
+
+#define EVENT_LOG_MIN_KEPT 1024
+
+struct event_log;
+
+/* One key=value field of an event. */
+struct event_field {
+    const char *key;
+    const char *value;
+};
+
+/* Called after each append with the log's new size. */
+typedef void event_log_notify_fn(void *opaque, uint64_t size);
+
+/* A log keeping the last `kept` lines (at least EVENT_LOG_MIN_KEPT). */
+struct event_log *event_log_new(unsigned kept);
+void event_log_free(struct event_log *log);
+
+/* Set (or clear, with NULL) the append notification. */
+void event_log_set_notify(struct event_log *log, event_log_notify_fn *notify,
+                          void *opaque);
+
+/* Append `EVENT key=value ...`: key, value pairs ending with a NULL key. */
+void event_log_append(struct event_log *log, const char *event, ...)
+    __attribute__((nonnull(1, 2), sentinel));
+
+/* Append with the fields given as an array of n. */
+void event_log_append_fields(struct event_log *log, const char *event,
+                             const struct event_field *fields, size_t n)
+    __attribute__((nonnull(1, 2)));
+
+/* The stream's size: every byte ever appended. */
+uint64_t event_log_size(struct event_log *log);
+
+/* Copy up to len bytes from offset (or from the oldest kept line when
+ * offset fell off) into buf; returns the number copied, 0 at the end. */
+size_t event_log_read(struct event_log *log, uint64_t offset, size_t len,
+                      void *buf);
+
+/* Wait until the size exceeds `size` or timeout_us passes (< 0: forever);
+ * returns the size then. */
+uint64_t event_log_wait(struct event_log *log, uint64_t size,
+                        int64_t timeout_us);
+
+/* Append value to out, double-quoted and escaped when it holds blanks or
+ * quotes or is empty; control characters other than tab become spaces so
+ * that an event stays one line. */
+void event_log_quote_value(GString *out, const char *value);
+
+#endif
