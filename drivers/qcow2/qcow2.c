@@ -1,0 +1,110 @@
+/* chainfs qcow2: the driver ops table, probing, open and close. */
+#include <string.h>
+
+#include "qcow2.h"
+
+size_t qcow2_l2_cache_bytes = 4u << 20;
+size_t qcow2_refblock_cache_bytes = 1u << 20;
+
+static int qcow2_probe(const uint8_t *buf, size_t len)
+{
+    static const uint8_t magic[4] = { 'Q', 'F', 'I', 0xfb };
+    return len >= 4 && memcmp(buf, magic, 4) == 0 ? 100 : 0;
+}
+
+/* Dirty L2 tables may only reach the disk after the refcounts of the
+ * clusters they point to (and the data) are durable. */
+static int before_l2_writeback(void *opaque)
+{
+    return qcow2_refcounts_sync(opaque);
+}
+
+static void state_free(struct qcow2_state *s)
+{
+    table_cache_free(s->l2_cache);
+    table_cache_free(s->refblock_cache);
+    g_free(s->header_raw);
+    g_free(s->extensions);
+    g_free(s->l1_table);
+    g_free(s->reftable);
+    g_array_unref(s->inflight);
+    g_array_unref(s->pending_frees);
+    pthread_cond_destroy(&s->alloc_done);
+    pthread_mutex_destroy(&s->lock);
+    g_free(s);
+}
+
+static bool qcow2_open(struct block_node *node, GError **errp)
+{
+    struct qcow2_state *s = g_new0(struct qcow2_state, 1);
+
+    s->node = node;
+    s->fd = node->fd;
+    s->filename = node->filename;
+    s->read_only = node->read_only;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->alloc_done, NULL);
+    s->inflight = g_array_new(false, false, sizeof(struct qcow2_inflight));
+    s->pending_frees = g_array_new(false, false,
+                                   sizeof(struct qcow2_host_range));
+
+    if (!qcow2_read_header(s, errp)) {
+        g_clear_pointer(&node->backing_name, g_free);
+        g_clear_pointer(&node->backing_format, g_free);
+        state_free(s);
+        return false;
+    }
+    s->l2_cache = table_cache_new(s->fd, s->cluster_size,
+                                  qcow2_l2_cache_bytes, before_l2_writeback,
+                                  s);
+    s->refblock_cache = table_cache_new(s->fd, s->cluster_size,
+                                        qcow2_refblock_cache_bytes, NULL,
+                                        NULL);
+    if (!s->read_only && s->autoclear != 0) {
+        /* We maintain none of the autoclear features (bitmaps, raw
+         * external data): clear them before the first write. */
+        s->autoclear = 0;
+        int ret = qcow2_write_header_bytes(s, QCOW2_HDR_AUTOCLEAR, 8);
+        if (ret < 0) {
+            g_set_error(errp, CHAINFS_ERROR, -ret,
+                        "%s: cannot update the header: %s", s->filename,
+                        g_strerror(-ret));
+            g_clear_pointer(&node->backing_name, g_free);
+            g_clear_pointer(&node->backing_format, g_free);
+            state_free(s);
+            return false;
+        }
+    }
+    node->size = s->size;
+    node->opaque = s;
+    return true;
+}
+
+static int qcow2_close(struct block_node *node)
+{
+    struct qcow2_state *s = node->opaque;
+    if (!s) {
+        return 0;
+    }
+    pthread_mutex_lock(&s->lock);
+    int ret = qcow2_flush_locked(s);
+    pthread_mutex_unlock(&s->lock);
+    state_free(s);
+    node->opaque = NULL;
+    return ret;
+}
+
+const struct block_driver qcow2_driver = {
+    .format_name = "qcow2",
+    .probe = qcow2_probe,
+    .open = qcow2_open,
+    .close = qcow2_close,
+    .read = qcow2_read,
+    .write = qcow2_write,
+    .write_zeroes = qcow2_write_zeroes,
+    .flush = qcow2_flush,
+    .block_status = qcow2_block_status,
+    .create = qcow2_create,
+    .set_backing = qcow2_set_backing,
+    .grow = qcow2_grow,
+};

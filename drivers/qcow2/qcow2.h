@@ -1,0 +1,270 @@
+/* chainfs qcow2 driver: state shared by the files of drivers/qcow2/.
+ *
+ * Layout of the driver:
+ *   header.c      parse and validate the header, create, set_backing, grow
+ *   table-cache.c bounded write-back cache of cluster-sized tables (L2
+ *                 tables and refcount blocks)
+ *   refcount.c    refcounts of any width, cluster allocation and freeing
+ *   cluster.c     guest cluster -> L2 entry mapping, L2 table allocation,
+ *                 in-flight allocations
+ *   compress.c    reading compressed clusters
+ *   io.c          read, write, write_zeroes, block_status, flush
+ *   qcow2.c       the ops table, open and close
+ *
+ * Locking contract, stated once: every function declared below this
+ * banner must be called with state->lock held, except qcow2_read_compressed,
+ * qcow2_pread_data and the header.c entry points (open/create/set_backing/
+ * grow run with no concurrent I/O).  The lock is never held across data I/O
+ * to the host file; metadata I/O (tables, refcount blocks, header) happens
+ * under it.
+ *
+ * Crash-safety ordering (no lazy refcounts):
+ *  - a refcount increment reaches the disk (and is fdatasync'ed) before any
+ *    L1/L2 entry pointing at the cluster: dirty L2 tables are written only
+ *    after the refcount cache was written and the file synced;
+ *  - a refcount decrement reaches the refcount cache only after the L2
+ *    change that dropped the reference is durable (pending frees, applied
+ *    by qcow2_flush_locked);
+ *  - a new L2 table / refcount block / table is on disk before the pointer
+ *    to it is written.
+ */
+#ifndef CHAINFS_QCOW2_H
+#define CHAINFS_QCOW2_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <glib.h>
+
+#include "core/block.h"
+
+#define QCOW2_MAGIC 0x514649fbu
+#define QCOW2_MIN_CLUSTER_BITS 9
+#define QCOW2_MAX_CLUSTER_BITS 21
+#define QCOW2_MAX_L1_BYTES (32u << 20)
+#define QCOW2_MAX_REFTABLE_BYTES (8u << 20)
+#define QCOW2_MAX_SIZE (1ull << 61)
+#define QCOW2_MAX_BACKING_NAME 1023
+#define QCOW2_MAX_BACKING_FORMAT 255
+
+#define QCOW2_INCOMPAT_DIRTY (1ull << 0)
+#define QCOW2_INCOMPAT_CORRUPT (1ull << 1)
+#define QCOW2_INCOMPAT_DATA_FILE (1ull << 2)
+#define QCOW2_INCOMPAT_COMPRESSION (1ull << 3)
+#define QCOW2_INCOMPAT_EXTL2 (1ull << 4)
+
+#define QCOW2_EXT_END 0x00000000u
+#define QCOW2_EXT_BACKING_FORMAT 0xe2792acau
+#define QCOW2_EXT_FEATURE_TABLE 0x6803f857u
+#define QCOW2_EXT_BITMAPS 0x23852875u
+#define QCOW2_EXT_CRYPTO 0x0537be77u
+#define QCOW2_EXT_DATA_FILE 0x44415441u
+
+#define QCOW2_OFLAG_COPIED (1ull << 63)
+#define QCOW2_OFLAG_COMPRESSED (1ull << 62)
+#define QCOW2_OFLAG_ZERO (1ull << 0)
+#define QCOW2_L1E_OFFSET_MASK 0x00fffffffffffe00ull
+#define QCOW2_L2E_OFFSET_MASK 0x00fffffffffffe00ull
+#define QCOW2_REFT_OFFSET_MASK 0xfffffffffffffe00ull
+
+/* Header field offsets (bytes into cluster 0). */
+#define QCOW2_HDR_SIZE 24
+#define QCOW2_HDR_L1_SIZE 36
+#define QCOW2_HDR_REFTABLE 48
+#define QCOW2_HDR_AUTOCLEAR 88
+
+/* Cache sizes used by the next open; tests shrink them to force eviction. */
+extern size_t qcow2_l2_cache_bytes;
+extern size_t qcow2_refblock_cache_bytes;
+
+/* What a guest cluster's L2 entry says. */
+enum qcow2_cluster_kind {
+    QCOW2_UNALLOCATED, /* reads fall through to the backing chain */
+    QCOW2_ZERO,        /* reads zeros (v3 zero flag, maybe preallocated) */
+    QCOW2_NORMAL,      /* data in one host cluster */
+    QCOW2_COMPRESSED,  /* data in a compressed descriptor */
+};
+
+struct table_cache;
+struct table_entry {
+    uint64_t offset;   /* host offset of the table */
+    uint8_t *data;     /* cluster_size bytes, on-disk (big-endian) layout */
+    bool dirty;        /* modified since read or written */
+    unsigned pins;     /* users holding a pointer; never evicted while > 0 */
+    GList lru_link;    /* position in the cache's LRU queue */
+};
+
+/* A guest cluster range [first, end) whose allocation is in flight. */
+struct qcow2_inflight {
+    uint64_t first;
+    uint64_t end;
+};
+
+/* A host byte range whose refcounts drop once the L2 change is durable. */
+struct qcow2_host_range {
+    uint64_t offset;
+    uint64_t len;
+};
+
+struct qcow2_state {
+    struct block_node *node;
+    int fd;
+    const char *filename;
+    bool read_only;
+
+    pthread_mutex_t lock;       /* pthread, not GMutex: visible to TSan */
+    pthread_cond_t alloc_done;  /* signalled when an allocation publishes */
+
+    /* Header. header_raw keeps unknown v3 fields for rewrites. */
+    uint8_t *header_raw;
+    uint32_t header_length;
+    uint32_t version;
+    uint32_t cluster_bits;
+    uint64_t cluster_size;
+    uint64_t size;
+    uint64_t incompat;
+    uint64_t compat;
+    uint64_t autoclear;
+    uint32_t refcount_order;
+    uint32_t nb_snapshots;
+    uint64_t snapshots_offset;
+    uint8_t *extensions;        /* preserved extensions (not backing fmt) */
+    size_t extensions_len;
+
+    uint32_t l2_bits;           /* log2 of entries per L2 table */
+    uint64_t *l1_table;         /* host byte order */
+    uint32_t l1_size;
+    uint64_t l1_offset;
+
+    uint64_t *reftable;         /* host byte order */
+    uint64_t reftable_entries;
+    uint64_t reftable_offset;
+    uint32_t reftable_clusters;
+    uint32_t refblock_bits;     /* log2 of entries per refcount block */
+    uint64_t refcount_max;
+
+    struct table_cache *l2_cache;
+    struct table_cache *refblock_cache;
+
+    uint64_t free_hint;         /* no free cluster below this index */
+    uint64_t host_end;          /* bytes: max(file size, allocated end) */
+
+    GArray *inflight;           /* struct qcow2_inflight */
+    GArray *pending_frees;      /* struct qcow2_host_range */
+    gint data_io_in_flight;     /* reads/writes using host clusters
+                                   (atomic) */
+};
+
+/* ---- header.c (no lock: no concurrent I/O) ---- */
+
+/* Parse and validate the header, extensions, L1 and refcount tables. */
+bool qcow2_read_header(struct qcow2_state *s, GError **errp);
+/* Create an image (qcow2_driver.create). */
+bool qcow2_create(const char *filename, const struct block_create_opts *opts,
+                  GError **errp);
+/* Rewrite backing name and format (qcow2_driver.set_backing). */
+bool qcow2_set_backing(struct block_node *node, const char *backing_name,
+                       const char *backing_format, GError **errp);
+/* Grow the virtual size (qcow2_driver.grow). */
+bool qcow2_grow(struct block_node *node, uint64_t new_size, GError **errp);
+/* Write one header field region (<= 24 bytes, one sector) and sync. */
+int qcow2_write_header_bytes(struct qcow2_state *s, unsigned offset,
+                             unsigned len);
+
+/* ---- compress.c (no lock needed) ---- */
+
+/* Decompress the cluster described by l2_entry into out (cluster_size). */
+int qcow2_read_compressed(struct qcow2_state *s, uint64_t l2_entry,
+                          uint8_t *out);
+/* Host clusters that a compressed descriptor holds a reference on. */
+void qcow2_compressed_range(struct qcow2_state *s, uint64_t l2_entry,
+                            uint64_t *offset, uint64_t *len);
+/* pread that reads zeros past the end of the file (data clusters). */
+int qcow2_pread_data(int fd, void *buf, size_t len, uint64_t offset);
+
+/* ======== state->lock must be held for everything below ======== */
+
+/* ---- table-cache.c ---- */
+
+/* A cache of tables of table_size bytes, bounded to max_bytes.
+ * before_writeback runs before a dirty entry is evicted (may be NULL). */
+struct table_cache *table_cache_new(int fd, size_t table_size,
+                                    size_t max_bytes,
+                                    int (*before_writeback)(void *opaque),
+                                    void *opaque);
+/* Free the cache without writing anything. */
+void table_cache_free(struct table_cache *cache);
+/* Pin the table at offset; read it (load) or start from zeros. */
+int table_cache_get(struct table_cache *cache, uint64_t offset, bool load,
+                    struct table_entry **entry);
+/* Unpin an entry. */
+void table_cache_put(struct table_cache *cache, struct table_entry *entry);
+/* Write one entry now (clean afterwards). */
+int table_cache_write(struct table_cache *cache, struct table_entry *entry);
+/* Write every dirty entry (no sync). Returns 0 or -errno. */
+int table_cache_flush(struct table_cache *cache);
+/* True when some entry is dirty. */
+bool table_cache_is_dirty(struct table_cache *cache);
+/* Number of entries currently cached (tests). */
+unsigned table_cache_count(struct table_cache *cache);
+
+/* ---- refcount.c ---- */
+
+/* Refcount of the host cluster with index cluster. */
+int qcow2_refcount_get(struct qcow2_state *s, uint64_t cluster,
+                       uint64_t *refcount);
+/* Add delta to the refcount of one host cluster (may create blocks). */
+int qcow2_refcount_add(struct qcow2_state *s, uint64_t cluster,
+                       int64_t delta);
+/* Allocate want contiguous clusters (fewer if allow_fewer, at least 1). */
+int qcow2_alloc_clusters(struct qcow2_state *s, uint64_t want,
+                         bool allow_fewer, uint64_t *offset, uint64_t *got);
+/* Drop one reference on every host cluster of [offset, offset+len) now. */
+int qcow2_free_clusters(struct qcow2_state *s, uint64_t offset, uint64_t len);
+/* Queue a free that must wait until the L2 change is durable. */
+void qcow2_free_deferred(struct qcow2_state *s, uint64_t offset,
+                         uint64_t len);
+/* Write dirty refcount blocks and fdatasync. */
+int qcow2_refcounts_sync(struct qcow2_state *s);
+/* Apply the deferred frees (caller made the L2 changes durable). */
+int qcow2_apply_pending_frees(struct qcow2_state *s);
+
+/* ---- cluster.c ---- */
+
+/* Entry of one guest cluster (0 when no L2 table). */
+int qcow2_get_l2_entry(struct qcow2_state *s, uint64_t guest_cluster,
+                       uint64_t *entry);
+/* Set the entry of one guest cluster, allocating the L2 table if needed. */
+int qcow2_set_l2_entry(struct qcow2_state *s, uint64_t guest_cluster,
+                       uint64_t entry);
+/* Classify an entry; -EIO for a damaged one.  *host is the data offset. */
+int qcow2_classify(struct qcow2_state *s, uint64_t entry,
+                   enum qcow2_cluster_kind *kind, uint64_t *host);
+/* Queue the frees that replacing entry implies. */
+void qcow2_release_entry(struct qcow2_state *s, uint64_t entry);
+/* True if [first, end) overlaps an in-flight allocation. */
+bool qcow2_inflight_overlaps(struct qcow2_state *s, uint64_t first,
+                             uint64_t end);
+/* Wait (dropping the lock) until [first, end) has no in-flight overlap. */
+void qcow2_inflight_wait(struct qcow2_state *s, uint64_t first,
+                         uint64_t end);
+/* Register / retire an in-flight allocation. */
+void qcow2_inflight_add(struct qcow2_state *s, uint64_t first, uint64_t end);
+void qcow2_inflight_remove(struct qcow2_state *s, uint64_t first);
+
+/* ---- io.c ---- */
+
+/* The I/O callbacks of qcow2_driver (take the lock themselves). */
+int qcow2_read(struct block_node *node, uint64_t offset, uint64_t len,
+               void *buf);
+int qcow2_write(struct block_node *node, uint64_t offset, uint64_t len,
+                const void *buf);
+int qcow2_write_zeroes(struct block_node *node, uint64_t offset,
+                       uint64_t len, int flags);
+int qcow2_block_status(struct block_node *node, uint64_t offset,
+                       uint64_t len, uint64_t *pnum);
+int qcow2_flush(struct block_node *node);
+/* Flush with the lock held: refcounts, sync, L2 tables, sync, frees. */
+int qcow2_flush_locked(struct qcow2_state *s);
+
+#endif
