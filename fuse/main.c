@@ -1,0 +1,251 @@
+/* chainfs: the daemon: parse the command line, open every chain, mount,
+ * detach, serve until unmounted or signalled, then flush and close.
+ *
+ * Everything that can fail because of the command line or the images
+ * fails before the mount, with one line on stderr: a command that returns
+ * success has left a usable mount behind.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <fuse_lowlevel.h>
+
+#include "core/chain.h"
+#include "core/disk.h"
+#include "fs.h"
+#include "log.h"
+#include "options.h"
+
+/* The mountpoint, canonical (the daemon changes directory to "/", and
+ * unmounting at exit must still find it). */
+static char *resolve_mountpoint(const char *mountpoint, GError **errp)
+{
+    char *canonical = realpath(mountpoint, NULL);
+    struct stat st;
+    char *result;
+
+    if (!canonical) {
+        g_set_error(errp, CHAINFS_ERROR, errno, "%s: %s", mountpoint,
+                    g_strerror(errno));
+        return NULL;
+    }
+    if (stat(canonical, &st) < 0 || !S_ISDIR(st.st_mode)) {
+        g_set_error(errp, CHAINFS_ERROR, ENOTDIR, "%s: %s", mountpoint,
+                    g_strerror(ENOTDIR));
+        free(canonical);
+        return NULL;
+    }
+    result = g_strdup(canonical);
+    free(canonical);
+    return result;
+}
+
+/* Close every disk, logging failures; false if any close failed. */
+static bool close_disks(GPtrArray *disks)
+{
+    bool ok = true;
+
+    for (guint i = 0; i < disks->len; i++) {
+        struct disk *disk = g_ptr_array_index(disks, i);
+        g_autofree char *name = g_strdup(disk->name);
+        int ret = disk_close(disk);
+        if (ret < 0) {
+            log_error("%s: closing the disk failed: %s", name,
+                      g_strerror(-ret));
+            ok = false;
+        }
+    }
+    g_ptr_array_set_size(disks, 0);
+    return ok;
+}
+
+/* Open the chain of every --disk and add it to the tree. */
+static bool open_disks(const struct options *opts, struct chainfs_fs *fs,
+                       GPtrArray *disks, GError **errp)
+{
+    for (guint i = 0; i < opts->disks->len; i++) {
+        const struct disk_spec *spec = g_ptr_array_index(opts->disks, i);
+        struct block_node *top = chain_open(spec->filename, spec->format,
+                                            spec->read_only, errp);
+        if (!top) {
+            return false;
+        }
+        struct disk *disk = disk_new(spec->name, top, spec->read_only);
+        g_ptr_array_add(disks, disk);
+        if (!fs_add_disk(fs, disk)) {
+            g_set_error(errp, CHAINFS_ERROR, EEXIST,
+                        "disk name '%s' is used twice", spec->name);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* The mount options libfuse gets: ours first, so the user's override. */
+static char *mount_options(const struct options *opts)
+{
+    /* Permissions are always checked by the kernel against the modes we
+     * report (required for allow_other, harmless without). */
+    const char *ours = "fsname=chainfs,subtype=chainfs,default_permissions";
+
+    if (!opts->fuse_options) {
+        return g_strdup(ours);
+    }
+    return g_strconcat(ours, ",", opts->fuse_options, NULL);
+}
+
+static struct fuse_session *session_new(const struct options *opts,
+                                        struct chainfs_fs *fs)
+{
+    g_autofree char *mount_opts = mount_options(opts);
+    char *argv[] = { "chainfs", "-o", mount_opts, NULL };
+    struct fuse_args args = FUSE_ARGS_INIT(3, argv);
+    struct fuse_session *se;
+
+    se = fuse_session_new(&args, &fs_lowlevel_ops, sizeof(fs_lowlevel_ops),
+                          fs);
+    fuse_opt_free_args(&args);
+    return se;
+}
+
+/* Log what failed, with libfuse's reason when it gave one. */
+static void log_fuse_failure(const char *what)
+{
+    g_autofree char *reason = log_take_fuse_error();
+
+    if (reason) {
+        log_error("%s: %s", what, reason);
+    } else {
+        log_error("%s", what);
+    }
+}
+
+/* Serve requests until unmounted or signalled.  Returns false on a FUSE
+ * error (already logged). */
+static bool serve(struct fuse_session *se, unsigned threads)
+{
+    struct fuse_loop_config *config = fuse_loop_cfg_create();
+    int ret;
+
+    fuse_loop_cfg_set_max_threads(config, threads);
+    fuse_loop_cfg_set_idle_threads(config, threads);
+    ret = fuse_session_loop_mt(se, config);
+    fuse_loop_cfg_destroy(config);
+    /* 0: unmounted; > 0: the signal that ended the loop. */
+    if (ret < 0) {
+        log_error("serving the mount failed: %s", g_strerror(-ret));
+        return false;
+    }
+    return true;
+}
+
+static int run(const struct options *opts)
+{
+    g_autoptr(GError) err = NULL;
+    g_autofree char *mountpoint = NULL;
+    g_autofree char *max_read = NULL;
+    g_autoptr(GPtrArray) disks = g_ptr_array_new();
+    struct chainfs_fs *fs = fs_new();
+    struct fuse_session *se = NULL;
+    bool signals_set = false, mounted = false, ok = false;
+
+    mountpoint = resolve_mountpoint(opts->mountpoint, &err);
+    if (!mountpoint) {
+        log_error("%s", err->message);
+        goto out;
+    }
+    /* Before the images are opened, so bad -o options touch nothing. */
+    max_read = options_fuse_option(opts, "max_read");
+    if (max_read) {
+        fs_set_max_read(fs, strtoul(max_read, NULL, 10));
+    }
+    log_capture_fuse_errors(true);
+    se = session_new(opts, fs);
+    if (!se) {
+        log_fuse_failure("bad FUSE mount options");
+        goto out;
+    }
+    if (!open_disks(opts, fs, disks, &err)) {
+        log_error("%s", err->message);
+        goto out;
+    }
+    /* A shell starts background commands with SIGINT ignored, and libfuse
+     * leaves ignored signals alone; but SIGINT and SIGTERM must always
+     * shut down cleanly. */
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    if (fuse_set_signal_handlers(se) != 0) {
+        log_error("cannot install signal handlers");
+        goto out;
+    }
+    signals_set = true;
+    if (fuse_session_mount(se, mountpoint) != 0) {
+        g_autofree char *what = g_strdup_printf("%s: mounting failed",
+                                                mountpoint);
+        log_fuse_failure(what);
+        goto out;
+    }
+    mounted = true;
+    log_capture_fuse_errors(false);
+    /* Detach only now, so that the command returns once the mount is
+     * usable and every startup error above reached the terminal. */
+    if (!opts->foreground) {
+        if (fuse_daemonize(0) != 0) {
+            log_error("cannot run in the background");
+            goto out;
+        }
+        log_to_syslog();
+    }
+    ok = serve(se, opts->threads);
+
+out:
+    log_capture_fuse_errors(false);
+    /* Close first: no request is served any more (the loop has ended), and
+     * whoever unmounted is likely waiting for the images to be released;
+     * unmounting may run fusermount3, which takes a while.  Every layer is
+     * flushed and closed even after a failure, so qcow2 images are left
+     * clean. */
+    if (!close_disks(disks)) {
+        ok = false;
+    }
+    if (mounted) {
+        fuse_session_unmount(se);
+    }
+    if (signals_set) {
+        fuse_remove_signal_handlers(se);
+    }
+    if (se) {
+        fuse_session_destroy(se);
+    }
+    fs_free(fs);
+    return ok ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+int main(int argc, char **argv)
+{
+    g_autoptr(GError) err = NULL;
+    struct options opts;
+    int status;
+
+    log_init();
+    if (!options_parse(&opts, argc, argv, &err)) {
+        log_error("%s", err->message);
+        options_clear(&opts);
+        return EXIT_FAILURE;
+    }
+    if (opts.show_help) {
+        options_print_help(stdout);
+        status = EXIT_SUCCESS;
+    } else if (opts.show_version) {
+        printf("chainfs %s (FUSE library %s)\n", CHAINFS_VERSION,
+               fuse_pkgversion());
+        status = EXIT_SUCCESS;
+    } else {
+        status = run(&opts);
+    }
+    options_clear(&opts);
+    return status;
+}
