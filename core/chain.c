@@ -160,6 +160,26 @@ struct block_node *block_node_open(const char *filename, const char *format,
     return node;
 }
 
+bool block_node_make_backing(struct block_node *node, GError **errp)
+{
+    if (node->read_only) {
+        return true;
+    }
+    int ret = node->driver->flush(node);
+    if (ret < 0) {
+        g_set_error(errp, CHAINFS_ERROR, -ret, "%s: cannot flush: %s",
+                    node->filename, g_strerror(-ret));
+        return false;
+    }
+    /* The fd stays open read-write: reopening would drop the locks for a
+     * moment, and nothing writes through a read-only node. */
+    if (!image_lock(node->fd, node->filename, IMAGE_LOCK_READER, errp)) {
+        return false;
+    }
+    node->read_only = true;
+    return true;
+}
+
 int block_node_close(struct block_node *node)
 {
     if (!node) {

@@ -23,6 +23,12 @@
 struct block_node *block_node_open(const char *filename, const char *format,
                                    bool read_only, GError **errp);
 
+/* Turn an active layer into a backing layer in place (mirror with
+ * sync=none leaves the old top under the new one): flush it, take QEMU's
+ * reader locks instead of the writer's, and mark it read-only.  Errors
+ * name the file; the node is unchanged on error. */
+bool block_node_make_backing(struct block_node *node, GError **errp);
+
 /* Close one layer (not its backing chain).  Returns 0 or a negative errno
  * from the final flush. */
 int block_node_close(struct block_node *node);

@@ -50,6 +50,7 @@ struct disk *disk_new(const char *name, struct block_node *top,
 
     pthread_mutex_init(&disk->bitmaps_lock, NULL);
     disk->bitmaps = g_ptr_array_new();
+    disk->write_hooks = g_ptr_array_new();
     return disk;
 }
 
@@ -84,6 +85,7 @@ int disk_close(struct disk *disk)
     pthread_rwlock_destroy(&disk->io_lock);
     pthread_mutex_destroy(&disk->bitmaps_lock);
     g_ptr_array_unref(disk->bitmaps);
+    g_ptr_array_unref(disk->write_hooks);
     g_free(disk->name);
     g_free(disk);
     return ret;
@@ -133,8 +135,56 @@ int disk_read(struct disk *disk, uint64_t offset, uint64_t len, void *buf)
     return ret;
 }
 
-/* The common part of writes and zero writes: checks, then the write, then
- * the marking.  zero_flags < 0 means a data write of buf. */
+/* Most disks have no hook; these keep that case to one length check.  A
+ * few hooks at most exist (one per mirror), so fixed arrays suffice. */
+#define DISK_MAX_WRITE_HOOKS 8
+
+/* The write to the top itself, then the marking. */
+static int disk_modify_top(struct disk *disk, struct block_node *top,
+                           uint64_t offset, uint64_t len, const void *buf,
+                           int zero_flags)
+{
+    int ret;
+
+    if (zero_flags < 0) {
+        ret = top->driver->write(top, offset, len, buf);
+    } else {
+        ret = block_node_write_zeroes(top, offset, len, zero_flags);
+    }
+    /* Even a failed write may have changed part of the range, and an
+     * extra dirty chunk only costs a copy. */
+    mark_bitmaps(disk, offset, len);
+    return ret;
+}
+
+/* The write wrapped in the write hooks: every `before` in order, the
+ * write, every `after` in reverse order. */
+static int disk_modify_hooked(struct disk *disk, struct block_node *top,
+                              uint64_t offset, uint64_t len, const void *buf,
+                              int zero_flags)
+{
+    void *cookies[DISK_MAX_WRITE_HOOKS];
+    unsigned n = disk->write_hooks->len;
+
+    for (unsigned i = 0; i < n; i++) {
+        const struct disk_write_hook *hook =
+            g_ptr_array_index(disk->write_hooks, i);
+        cookies[i] = hook->before(hook->opaque, offset, len);
+    }
+    int ret = disk_modify_top(disk, top, offset, len, buf, zero_flags);
+    for (unsigned i = n; i-- > 0;) {
+        const struct disk_write_hook *hook =
+            g_ptr_array_index(disk->write_hooks, i);
+        hook->after(hook->opaque, cookies[i], offset, len,
+                    zero_flags < 0 ? buf : NULL,
+                    zero_flags < 0 ? 0 : zero_flags, ret);
+    }
+    return ret;
+}
+
+/* The common part of writes and zero writes: checks, then the write (with
+ * the hooks, if any), then the marking.  zero_flags < 0 means a data write
+ * of buf. */
 static int disk_modify(struct disk *disk, uint64_t offset, uint64_t len,
                        const void *buf, int zero_flags)
 {
@@ -149,15 +199,10 @@ static int disk_modify(struct disk *disk, uint64_t offset, uint64_t len,
         ret = -ENOSPC;
     } else if (len == 0) {
         ret = 0;
+    } else if (disk->write_hooks->len == 0) {
+        ret = disk_modify_top(disk, top, offset, len, buf, zero_flags);
     } else {
-        if (zero_flags < 0) {
-            ret = top->driver->write(top, offset, len, buf);
-        } else {
-            ret = block_node_write_zeroes(top, offset, len, zero_flags);
-        }
-        /* Even a failed write may have changed part of the range, and an
-         * extra dirty chunk only costs a copy. */
-        mark_bitmaps(disk, offset, len);
+        ret = disk_modify_hooked(disk, top, offset, len, buf, zero_flags);
     }
     pthread_rwlock_unlock(&disk->io_lock);
     return ret;
@@ -263,4 +308,53 @@ void disk_drain_begin(struct disk *disk)
 void disk_drain_end(struct disk *disk)
 {
     pthread_rwlock_unlock(&disk->io_lock);
+}
+
+void disk_add_write_hook_drained(struct disk *disk,
+                                 const struct disk_write_hook *hook)
+{
+    g_assert(disk->write_hooks->len < DISK_MAX_WRITE_HOOKS);
+    g_ptr_array_add(disk->write_hooks, (gpointer)hook);
+}
+
+void disk_remove_write_hook_drained(struct disk *disk,
+                                    const struct disk_write_hook *hook)
+{
+    g_ptr_array_remove(disk->write_hooks, (gpointer)hook);
+}
+
+/* Whether node is one of the layers of the chain under top. */
+static bool chain_contains(struct block_node *top, struct block_node *node)
+{
+    for (; top; top = top->backing) {
+        if (top == node) {
+            return true;
+        }
+    }
+    return false;
+}
+
+int disk_switch_top_drained(struct disk *disk, struct block_node *new_top)
+{
+    struct block_node *old = disk->top;
+    int first_error = 0;
+    unsigned depth = 0;
+
+    disk->top = new_top;
+    for (struct block_node *node = new_top; node; node = node->backing) {
+        node->depth = depth++;
+    }
+    /* Layers shared by both chains are a common tail (a node's backing is
+     * the same whichever chain reaches it), so the layers that leave are
+     * the old chain's head, down to the first shared one. */
+    while (old && !chain_contains(new_top, old)) {
+        struct block_node *backing = old->backing;
+        old->backing = NULL;
+        int ret = block_node_close(old);
+        if (ret < 0 && first_error == 0) {
+            first_error = ret;
+        }
+        old = backing;
+    }
+    return first_error;
 }

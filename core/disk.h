@@ -14,6 +14,8 @@
  *    every backing pointer) may be changed; guest requests wait briefly.
  *  - bitmaps_lock protects the list of attached bitmaps; each bitmap has
  *    its own lock for its bits.
+ *  - The list of write hooks changes only while drained, so requests read
+ *    it under io_lock (for reading) with no lock of its own.
  */
 #ifndef CHAINFS_DISK_H
 #define CHAINFS_DISK_H
@@ -21,6 +23,20 @@
 #include <pthread.h>
 #include "block.h"
 #include "dirty-bitmap.h"
+
+/* A hook around every guest write and zero write (mirror's write-blocking
+ * mode).  Both callbacks run on the writing thread with io_lock held for
+ * reading, so they must never wait for a drain.  `before` runs ahead of
+ * the write and may wait (e.g. for a conflicting copy); what it returns is
+ * handed to `after`, which runs once the write landed on the top and
+ * marked the bitmaps, before the guest sees the result (ret).  buf is NULL
+ * for a zero write, whose flags are in zero_flags. */
+struct disk_write_hook {
+    void *(*before)(void *opaque, uint64_t offset, uint64_t len);
+    void (*after)(void *opaque, void *cookie, uint64_t offset, uint64_t len,
+                  const void *buf, int zero_flags, int ret);
+    void *opaque;
+};
 
 struct disk {
     char *name;
@@ -31,6 +47,9 @@ struct disk {
 
     pthread_mutex_t bitmaps_lock;
     GPtrArray *bitmaps;         /* struct dirty_bitmap *, not owned */
+
+    GPtrArray *write_hooks;     /* const struct disk_write_hook *, not
+                                   owned; changed only while drained */
 };
 
 /* Take ownership of the chain under top. */
@@ -71,5 +90,17 @@ void disk_detach_bitmap(struct disk *disk, struct dirty_bitmap *bitmap);
  * be changed.  Not recursive. */
 void disk_drain_begin(struct disk *disk);
 void disk_drain_end(struct disk *disk);
+
+/* Add or remove a write hook.  Call while drained. */
+void disk_add_write_hook_drained(struct disk *disk,
+                                 const struct disk_write_hook *hook);
+void disk_remove_write_hook_drained(struct disk *disk,
+                                    const struct disk_write_hook *hook);
+
+/* Make new_top the disk's top while drained: the layers of the old chain
+ * that are not in new_top's chain are closed (top down), the depths are
+ * renumbered, and the new chain is owned by the disk.  Returns the first
+ * error from closing, 0 if none (the switch happens either way). */
+int disk_switch_top_drained(struct disk *disk, struct block_node *new_top);
 
 #endif

@@ -1,0 +1,887 @@
+/* chainfs: the mirror job (see mirror.h).
+ *
+ * The run loop, on the job thread, takes dirty areas from the job's bitmap
+ * (clearing them before the source is read, so a write landing meanwhile
+ * dirties them again) and hands them as copy operations to a pool of
+ * worker threads; it alone issues operations and decides when the job is
+ * ready or finished.  Every operation in flight, background copy or guest
+ * write in write-blocking mode, is in one list, and an operation that
+ * overlaps another waits for it, so the same bytes are never copied twice
+ * at once and concurrent writes reach the target in the order they reached
+ * the source.
+ *
+ * The source layers are read directly, not through disk_read: the chain
+ * cannot change under a running mirror (the caller's op blockers), and a
+ * copy that took io_lock could deadlock a write-blocking guest write that
+ * waits for it while a drain is queued on the writer-preferring rwlock.
+ *
+ * Locking: m->lock (pthread) protects the in-flight list, the work queue,
+ * the counters of background operations and the pending error, and is
+ * never held across I/O.  Lock order: job->lock is never taken while
+ * m->lock is held; the bitmap's own lock nests inside m->lock.
+ */
+#include "jobs/mirror.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/chain.h"
+#include "core/dirty-bitmap.h"
+#include "jobs/mirror-target.h"
+
+/* How long an idle ready mirror sleeps; guest writes and every event of
+ * interest kick it sooner, so this is only a safety net. */
+#define MIRROR_IDLE_NS (10ull * 1000000000)
+
+/* One operation in flight: a background copy or a guest write. */
+struct mirror_op {
+    uint64_t offset;
+    uint64_t bytes;
+    bool is_guest_write;
+};
+
+struct mirror_job {
+    struct job common;                  /* first: the framework's part */
+
+    /* Set up before the job starts, then read-only. */
+    struct disk *disk;
+    struct block_node *source;          /* the disk's top at start */
+    struct block_node *target;          /* owned until the switch */
+    bool target_backing_owned;          /* target->backing opened by us */
+    enum command_sync sync;
+    enum job_error_policy on_source_error;
+    enum job_error_policy on_target_error;
+    uint64_t size;
+    uint64_t granularity;
+    uint64_t buf_size;
+    uint64_t max_op_bytes;
+    uint64_t target_cluster;            /* > granularity: copy it whole */
+    bool target_reads_zeros;            /* fresh and without backing */
+    int target_zero_flags;              /* UNMAP only without backing */
+    struct dirty_bitmap *dirty;
+    struct disk_write_hook hook;
+
+    int copy_mode;                      /* atomic enum job_copy_mode */
+    bool stopping;                      /* atomic: guest writes stop
+                                           copying to the target */
+
+    /* Only the job thread touches these. */
+    uint64_t *copied_clusters;          /* bit per target cluster, when
+                                           target_cluster > granularity */
+    uint64_t cursor;                    /* where the next search starts */
+    bool ready;
+    bool drained;                       /* holds the disk's drain */
+    bool hook_installed;
+    bool bitmap_attached;
+    bool switched;                      /* the disk now owns the target */
+    uint8_t *sync_buf;                  /* for copies under the drain */
+    size_t sync_buf_len;
+    pthread_t *workers;
+    unsigned n_workers;
+
+    pthread_mutex_t lock;
+    pthread_cond_t cond;                /* broadcast on every change below */
+    /* Protected by lock: */
+    GPtrArray *in_flight;               /* struct mirror_op * */
+    GQueue queue;                       /* background ops for the workers */
+    unsigned bg_ops;                    /* background ops not retired */
+    uint64_t bg_bytes;
+    bool workers_stop;
+    int pending_error;                  /* positive errno; 0 = none */
+    bool pending_error_is_read;
+};
+
+static struct mirror_job *mirror_of(struct job *job)
+{
+    return (struct mirror_job *)job;    /* common comes first */
+}
+
+static bool ranges_overlap(uint64_t a, uint64_t a_len, uint64_t b,
+                           uint64_t b_len)
+{
+    return a < b + b_len && b < a + a_len;
+}
+
+/* --- In-flight operations (m->lock) -------------------------------------- */
+
+static bool overlaps_in_flight_locked(struct mirror_job *m, uint64_t offset,
+                                      uint64_t bytes)
+{
+    for (unsigned i = 0; i < m->in_flight->len; i++) {
+        struct mirror_op *op = g_ptr_array_index(m->in_flight, i);
+        if (ranges_overlap(op->offset, op->bytes, offset, bytes)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Wait until nothing in flight overlaps op, then register it. */
+static void begin_op_locked(struct mirror_job *m, struct mirror_op *op)
+{
+    while (overlaps_in_flight_locked(m, op->offset, op->bytes)) {
+        pthread_cond_wait(&m->cond, &m->lock);
+    }
+    g_ptr_array_add(m->in_flight, op);
+}
+
+/* Keep the first error until the run loop applies the policy to it. */
+static void set_pending_error_locked(struct mirror_job *m, int error,
+                                     bool is_read)
+{
+    if (m->pending_error == 0) {
+        m->pending_error = error;
+        m->pending_error_is_read = is_read;
+    }
+}
+
+/* Retire op: on failure its range is dirty again, to be retried. */
+static void end_op(struct mirror_job *m, struct mirror_op *op, int ret,
+                   bool is_read)
+{
+    pthread_mutex_lock(&m->lock);
+    g_ptr_array_remove_fast(m->in_flight, op);
+    if (!op->is_guest_write) {
+        m->bg_ops--;
+        m->bg_bytes -= op->bytes;
+    }
+    if (ret < 0) {
+        dirty_bitmap_set(m->dirty, op->offset, op->bytes);
+        set_pending_error_locked(m, -ret, is_read);
+    }
+    pthread_cond_broadcast(&m->cond);
+    pthread_mutex_unlock(&m->lock);
+    job_kick(&m->common);
+}
+
+/* Wait until no background operation is in flight. */
+static void wait_for_background_ops(struct mirror_job *m)
+{
+    pthread_mutex_lock(&m->lock);
+    while (m->bg_ops > 0) {
+        pthread_cond_wait(&m->cond, &m->lock);
+    }
+    pthread_mutex_unlock(&m->lock);
+}
+
+/* --- Copying ------------------------------------------------------------- */
+
+/* Copy [offset, offset + bytes) from the source chain to the target, run
+ * by run: data is read and written, ranges that read as zero are zeroed
+ * (never written as data, so the target stays sparse).  buf holds bytes.
+ * Returns 0 or a negative errno, with *is_read saying which side failed. */
+static int copy_range(struct mirror_job *m, uint64_t offset, uint64_t bytes,
+                      uint8_t *buf, bool *is_read)
+{
+    struct block_node *source = m->source;
+    struct block_node *target = m->target;
+    const uint64_t start = offset;
+    const uint64_t end = offset + bytes;
+    uint64_t copied = 0;
+    int ret = 0;
+
+    while (offset < end) {
+        uint64_t pnum;
+        int status = block_chain_status(source, offset, end - offset, &pnum);
+        if (status < 0) {
+            *is_read = true;
+            ret = status;
+            break;
+        }
+        pnum = MIN(pnum, end - offset);
+        if (status & BLOCK_STATUS_DATA) {
+            uint8_t *data = buf + (offset - start);
+            ret = source->driver->read(source, offset, pnum, data);
+            if (ret < 0) {
+                *is_read = true;
+                break;
+            }
+            ret = target->driver->write(target, offset, pnum, data);
+            copied += pnum;
+        } else {
+            ret = block_node_write_zeroes(target, offset, pnum,
+                                          m->target_zero_flags);
+        }
+        if (ret < 0) {
+            *is_read = false;
+            break;
+        }
+        offset += pnum;
+    }
+    job_progress_add_copied(&m->common, copied);
+    if (ret == 0) {
+        job_progress_add_offset(&m->common, bytes);
+    }
+    return ret;
+}
+
+/* Grow *buf to hold len bytes. */
+static uint8_t *buffer_for(uint8_t **buf, size_t *buf_len, size_t len)
+{
+    if (*buf_len < len) {
+        g_free(*buf);
+        *buf = g_malloc(len);
+        *buf_len = len;
+    }
+    return *buf;
+}
+
+static void *mirror_worker(void *opaque)
+{
+    struct mirror_job *m = opaque;
+    uint8_t *buf = NULL;
+    size_t buf_len = 0;
+
+    pthread_mutex_lock(&m->lock);
+    for (;;) {
+        while (g_queue_is_empty(&m->queue) && !m->workers_stop) {
+            pthread_cond_wait(&m->cond, &m->lock);
+        }
+        struct mirror_op *op = g_queue_pop_head(&m->queue);
+        if (!op) {
+            break;
+        }
+        pthread_mutex_unlock(&m->lock);
+
+        bool is_read = false;
+        int ret = copy_range(m, op->offset, op->bytes,
+                             buffer_for(&buf, &buf_len, op->bytes), &is_read);
+        end_op(m, op, ret, is_read);
+        g_free(op);
+        pthread_mutex_lock(&m->lock);
+    }
+    pthread_mutex_unlock(&m->lock);
+    g_free(buf);
+    return NULL;
+}
+
+static void start_workers(struct mirror_job *m)
+{
+    unsigned n = MAX(1, MIN(MIRROR_MAX_IN_FLIGHT,
+                            m->buf_size / m->max_op_bytes));
+    m->workers = g_new0(pthread_t, n);
+    for (unsigned i = 0; i < n; i++) {
+        if (pthread_create(&m->workers[i], NULL, mirror_worker, m) != 0) {
+            break;      /* fewer workers only means less parallelism */
+        }
+        m->n_workers++;
+    }
+}
+
+static void stop_workers(struct mirror_job *m)
+{
+    pthread_mutex_lock(&m->lock);
+    m->workers_stop = true;
+    pthread_cond_broadcast(&m->cond);
+    pthread_mutex_unlock(&m->lock);
+    for (unsigned i = 0; i < m->n_workers; i++) {
+        pthread_join(m->workers[i], NULL);
+    }
+    g_clear_pointer(&m->workers, g_free);
+    m->n_workers = 0;
+}
+
+/* Take the next dirty area (from the cursor, wrapping around), widened to
+ * whole target clusters the first time a cluster is touched. */
+static bool take_dirty_area(struct mirror_job *m, uint64_t *offset,
+                            uint64_t *bytes)
+{
+    uint64_t start = m->cursor;
+
+    if (!dirty_bitmap_take_dirty_area(m->dirty, &start, m->size,
+                                      m->max_op_bytes, bytes)) {
+        start = 0;
+        if (!dirty_bitmap_take_dirty_area(m->dirty, &start, m->size,
+                                          m->max_op_bytes, bytes)) {
+            return false;
+        }
+    }
+    uint64_t end = start + *bytes;
+    if (m->copied_clusters) {
+        uint64_t cs = m->target_cluster;
+        uint64_t first = start / cs, last = (end - 1) / cs;
+        bool all_copied = true;
+        for (uint64_t c = first; c <= last; c++) {
+            uint64_t bit = 1ull << (c % 64);
+            all_copied &= (m->copied_clusters[c / 64] & bit) != 0;
+            m->copied_clusters[c / 64] |= bit;
+        }
+        if (!all_copied) {
+            start = first * cs;
+            end = MIN(m->size, (last + 1) * cs);
+            dirty_bitmap_reset(m->dirty, start, end - start);
+        }
+    }
+    m->cursor = end < m->size ? end : 0;
+    *offset = start;
+    *bytes = end - start;
+    return true;
+}
+
+/* Bytes of data (not zeros) in a range: what the rate limit counts. */
+static uint64_t data_bytes_in(struct mirror_job *m, uint64_t offset,
+                              uint64_t bytes)
+{
+    uint64_t total = 0;
+
+    for (uint64_t end = offset + bytes; offset < end;) {
+        uint64_t pnum;
+        int status = block_chain_status(m->source, offset, end - offset,
+                                        &pnum);
+        if (status < 0) {
+            return total + (end - offset);
+        }
+        pnum = MIN(pnum, end - offset);
+        if (status & BLOCK_STATUS_DATA) {
+            total += pnum;
+        }
+        offset += pnum;
+    }
+    return total;
+}
+
+/* Whether another background operation may start now. */
+static bool can_issue(struct mirror_job *m)
+{
+    bool ok;
+
+    pthread_mutex_lock(&m->lock);
+    ok = m->bg_ops < MIRROR_MAX_IN_FLIGHT &&
+         (m->bg_ops == 0 || m->bg_bytes + m->max_op_bytes <= m->buf_size);
+    pthread_mutex_unlock(&m->lock);
+    return ok;
+}
+
+/* Start one background copy.  Returns 1 if one started, 0 if nothing is
+ * dirty, -ECANCELED if the job was cancelled while throttled. */
+static int issue_copy(struct mirror_job *m)
+{
+    uint64_t offset, bytes;
+
+    if (!take_dirty_area(m, &offset, &bytes)) {
+        return 0;
+    }
+    if (job_throttle(&m->common, data_bytes_in(m, offset, bytes))) {
+        dirty_bitmap_set(m->dirty, offset, bytes);
+        return -ECANCELED;
+    }
+    struct mirror_op *op = g_new(struct mirror_op, 1);
+    *op = (struct mirror_op){ offset, bytes, false };
+    pthread_mutex_lock(&m->lock);
+    m->bg_ops++;
+    m->bg_bytes += bytes;
+    begin_op_locked(m, op);
+    g_queue_push_tail(&m->queue, op);
+    pthread_cond_broadcast(&m->cond);
+    pthread_mutex_unlock(&m->lock);
+    return 1;
+}
+
+/* --- Guest writes in write-blocking mode (disk write hook) --------------- */
+
+static void *mirror_write_before(void *opaque, uint64_t offset, uint64_t len)
+{
+    struct mirror_job *m = opaque;
+
+    if (__atomic_load_n(&m->copy_mode, __ATOMIC_ACQUIRE) !=
+            JOB_COPY_MODE_WRITE_BLOCKING ||
+        __atomic_load_n(&m->stopping, __ATOMIC_ACQUIRE)) {
+        return NULL;
+    }
+    struct mirror_op *op = g_new(struct mirror_op, 1);
+    *op = (struct mirror_op){ offset, len, true };
+    pthread_mutex_lock(&m->lock);
+    begin_op_locked(m, op);
+    pthread_mutex_unlock(&m->lock);
+    return op;
+}
+
+/* Write what the guest wrote to the target too; then the chunks the write
+ * covered whole are in sync (a partial chunk stays dirty).  A target error
+ * is the job's (its policy applies; the range stays dirty): the guest
+ * write itself succeeded. */
+static void mirror_write_after(void *opaque, void *cookie, uint64_t offset,
+                               uint64_t len, const void *buf, int zero_flags,
+                               int ret)
+{
+    struct mirror_job *m = opaque;
+    struct mirror_op *op = cookie;
+    int target_ret = 0;
+
+    if (!op) {
+        job_kick(&m->common);   /* a ready job sleeps until dirty again */
+        return;
+    }
+    if (ret == 0) {
+        struct block_node *target = m->target;
+        if (buf) {
+            target_ret = target->driver->write(target, offset, len, buf);
+        } else {
+            target_ret = block_node_write_zeroes(target, offset, len,
+                                                 zero_flags &
+                                                 m->target_zero_flags);
+        }
+        if (target_ret == 0) {
+            uint64_t first = ROUND_UP(offset, m->granularity);
+            uint64_t end = offset + len == m->size
+                           ? m->size : ROUND_DOWN(offset + len,
+                                                  m->granularity);
+            if (first < end) {
+                dirty_bitmap_reset(m->dirty, first, end - first);
+            }
+            job_progress_add_offset(&m->common, len);
+            job_progress_add_copied(&m->common, buf ? len : 0);
+        }
+    }
+    end_op(m, op, target_ret, false);
+    g_free(op);
+}
+
+/* --- The run loop -------------------------------------------------------- */
+
+/* Mark what the initial copy must do (sync=full: everything the guest sees
+ * that the target does not already read; sync=top: what the top layer
+ * allocates; sync=none: nothing).  A status error marks everything from
+ * there on: the copy then reports the read error through the policy. */
+static void mark_initial_dirty(struct mirror_job *m)
+{
+    if (m->sync == COMMAND_SYNC_NONE) {
+        return;
+    }
+    if (m->sync == COMMAND_SYNC_FULL && !m->target_reads_zeros) {
+        dirty_bitmap_set_all(m->dirty);
+        return;
+    }
+    for (uint64_t offset = 0; offset < m->size;) {
+        uint64_t pnum;
+        int status;
+        bool dirty;
+
+        if (m->sync == COMMAND_SYNC_FULL) {
+            status = block_chain_status(m->source, offset, m->size - offset,
+                                        &pnum);
+            dirty = status & BLOCK_STATUS_DATA;
+        } else {
+            status = m->source->driver->block_status(m->source, offset,
+                                                     m->size - offset, &pnum);
+            dirty = status & BLOCK_STATUS_ALLOCATED;
+        }
+        if (status < 0) {
+            dirty_bitmap_set(m->dirty, offset, m->size - offset);
+            return;
+        }
+        pnum = MIN(MAX(pnum, 1), m->size - offset);
+        if (dirty) {
+            dirty_bitmap_set(m->dirty, offset, pnum);
+        }
+        offset += pnum;
+        if (job_is_cancelled(&m->common)) {
+            return;
+        }
+    }
+}
+
+/* len = done + still to do, which grows as guest writes dirty more. */
+static void update_progress(struct mirror_job *m)
+{
+    uint64_t dirty = dirty_bitmap_count(m->dirty);
+    uint64_t in_flight;
+
+    pthread_mutex_lock(&m->lock);
+    in_flight = m->bg_bytes;
+    pthread_mutex_unlock(&m->lock);
+    job_progress_set_dirty(&m->common, dirty);
+    job_progress_set_len(&m->common,
+                         __atomic_load_n(&m->common.progress_offset,
+                                         __ATOMIC_RELAXED) +
+                         dirty + in_flight);
+}
+
+static bool pause_requested(struct job *job)
+{
+    bool paused;
+
+    pthread_mutex_lock(&job->lock);
+    paused = job->user_paused || job->error_paused;
+    pthread_mutex_unlock(&job->lock);
+    return paused;
+}
+
+/* Whether no operation (background or guest write) is in flight. */
+static bool idle(struct mirror_job *m)
+{
+    bool none;
+
+    pthread_mutex_lock(&m->lock);
+    none = m->in_flight->len == 0;
+    pthread_mutex_unlock(&m->lock);
+    return none;
+}
+
+/* Apply the policy to the first error reported by an operation, if any:
+ * returns 0 to go on (the chunk is dirty again and will be retried) or a
+ * negative errno with *errp set to fail the job. */
+static int handle_pending_error(struct mirror_job *m, GError **errp)
+{
+    int error;
+    bool is_read;
+
+    pthread_mutex_lock(&m->lock);
+    error = m->pending_error;
+    is_read = m->pending_error_is_read;
+    m->pending_error = 0;
+    pthread_mutex_unlock(&m->lock);
+    if (error == 0) {
+        return 0;
+    }
+
+    enum job_error_policy policy = is_read ? m->on_source_error
+                                           : m->on_target_error;
+    switch (job_handle_error(&m->common, policy, is_read, error)) {
+    case JOB_ERROR_ACTION_REPORT:
+        g_set_error(errp, CHAINFS_ERROR, error, "%s %s: %s",
+                    is_read ? "read from" : "write to",
+                    is_read ? m->source->filename : m->target->filename,
+                    g_strerror(error));
+        return -error;
+    case JOB_ERROR_ACTION_IGNORE:
+        return 0;
+    case JOB_ERROR_ACTION_STOP:
+        /* Stop as a whole: what was in flight ends first, and its errors
+         * are part of this stop rather than further ones. */
+        wait_for_background_ops(m);
+        pthread_mutex_lock(&m->lock);
+        m->pending_error = 0;
+        pthread_mutex_unlock(&m->lock);
+        return job_pause_point(&m->common) ? -ECANCELED : 0;
+    }
+    return -EINVAL;
+}
+
+/* The last copy, with guest I/O held off: every remaining dirty chunk,
+ * then a flush of the target.  Returns 0 with the drain held (prepare
+ * switches and ends it), or a negative errno without it (-EAGAIN: an
+ * error was left pending for the policy). */
+static int final_sync(struct mirror_job *m)
+{
+    uint64_t offset, bytes;
+    bool is_read = false;
+    int ret = 0;
+
+    wait_for_background_ops(m);
+    pthread_mutex_lock(&m->lock);
+    bool error_pending = m->pending_error != 0;
+    pthread_mutex_unlock(&m->lock);
+    if (error_pending) {
+        return -EAGAIN;
+    }
+    disk_drain_begin(m->disk);
+    m->drained = true;
+    while (ret == 0 && take_dirty_area(m, &offset, &bytes)) {
+        if (job_is_cancelled(&m->common)) {
+            return -ECANCELED;
+        }
+        uint8_t *buf = buffer_for(&m->sync_buf, &m->sync_buf_len, bytes);
+        ret = copy_range(m, offset, bytes, buf, &is_read);
+        if (ret < 0) {
+            dirty_bitmap_set(m->dirty, offset, bytes);
+        }
+    }
+    if (ret == 0) {
+        ret = m->target->driver->flush(m->target);
+        is_read = false;
+    }
+    update_progress(m);
+    if (ret == 0) {
+        return 0;
+    }
+    disk_drain_end(m->disk);
+    m->drained = false;
+    pthread_mutex_lock(&m->lock);
+    set_pending_error_locked(m, -ret, is_read);
+    pthread_mutex_unlock(&m->lock);
+    return -EAGAIN;
+}
+
+/* Copy until complete or cancel (soft, when ready) asks to finish. */
+static int mirror_loop(struct mirror_job *m, GError **errp)
+{
+    struct job *job = &m->common;
+
+    for (;;) {
+        int ret = handle_pending_error(m, errp);
+        if (ret < 0) {
+            return ret;
+        }
+        if (job_is_cancelled(job)) {
+            return -ECANCELED;
+        }
+        if (pause_requested(job)) {
+            wait_for_background_ops(m);
+            if (job_pause_point(job)) {
+                return -ECANCELED;
+            }
+            continue;
+        }
+        update_progress(m);
+        if (m->ready && (job_is_completing(job) ||
+                         job_cancel_requested(job))) {
+            ret = final_sync(m);
+            if (ret != -EAGAIN) {
+                return ret;
+            }
+            continue;
+        }
+        if (can_issue(m)) {
+            ret = issue_copy(m);
+            if (ret < 0) {
+                return ret;
+            }
+            if (ret > 0) {
+                continue;
+            }
+        }
+        if (!m->ready && dirty_bitmap_count(m->dirty) == 0 && idle(m)) {
+            update_progress(m);
+            job_transition_to_ready(job);
+            m->ready = true;
+            continue;
+        }
+        if (job_sleep_ns(job, MIRROR_IDLE_NS)) {
+            return -ECANCELED;
+        }
+    }
+}
+
+static int mirror_run(struct job *job, GError **errp)
+{
+    struct mirror_job *m = mirror_of(job);
+
+    mark_initial_dirty(m);
+    update_progress(m);
+    start_workers(m);
+    int ret = mirror_loop(m, errp);
+    /* From here on guest writes leave the target alone; what is still in
+     * flight ends before the target may be closed. */
+    __atomic_store_n(&m->stopping, true, __ATOMIC_RELEASE);
+    wait_for_background_ops(m);
+    stop_workers(m);
+    return ret;
+}
+
+/* --- Driver hooks -------------------------------------------------------- */
+
+/* Soft (finish in sync, no switch) only when ready and not forced. */
+static bool mirror_cancel(struct job *job, bool force)
+{
+    enum job_state state = job_get_state(job);
+
+    return force || (state != JOB_STATE_READY && state != JOB_STATE_STANDBY);
+}
+
+static bool mirror_complete(struct job *job, GError **errp)
+{
+    (void)job;
+    (void)errp;
+    return true;    /* the run loop sees job_is_completing */
+}
+
+static bool mirror_change(struct job *job, const struct job_change_opts *opts,
+                          GError **errp)
+{
+    struct mirror_job *m = mirror_of(job);
+
+    if (!opts->has_copy_mode) {
+        return true;
+    }
+    if (opts->copy_mode != JOB_COPY_MODE_WRITE_BLOCKING) {
+        g_set_error(errp, CHAINFS_ERROR, ENOTSUP,
+                    "job '%s': cannot change copy-mode to background",
+                    job->id);
+        return false;
+    }
+    /* Under a drain no guest write is half-way: each one either copies to
+     * the target or does not, which keeps overlapping writes ordered. */
+    disk_drain_begin(m->disk);
+    __atomic_store_n(&m->copy_mode, JOB_COPY_MODE_WRITE_BLOCKING,
+                     __ATOMIC_RELEASE);
+    disk_drain_end(m->disk);
+    return true;
+}
+
+/* With the drain from final_sync held: switch the disk to the target
+ * (complete), or leave it (a cancel when ready). */
+static bool mirror_prepare(struct job *job, GError **errp)
+{
+    struct mirror_job *m = mirror_of(job);
+
+    g_assert(m->drained);
+    if (job_is_completing(job) && !job_cancel_requested(job)) {
+        if (m->sync == COMMAND_SYNC_NONE &&
+            !block_node_make_backing(m->source, errp)) {
+            return false;
+        }
+        int ret = disk_switch_top_drained(m->disk, m->target);
+        m->switched = true;
+        if (ret < 0) {
+            /* The data is safe in the target; only the old layers' final
+             * flush failed, after the switch. */
+            g_warning("mirror '%s': closing the old layers: %s", job->id,
+                      g_strerror(-ret));
+        }
+    }
+    return true;
+}
+
+/* Release everything run and prepare used, drained or not. */
+static void mirror_clean(struct job *job)
+{
+    struct mirror_job *m = mirror_of(job);
+
+    __atomic_store_n(&m->stopping, true, __ATOMIC_RELEASE);
+    if (!m->drained) {
+        disk_drain_begin(m->disk);
+        m->drained = true;
+    }
+    if (m->hook_installed) {
+        disk_remove_write_hook_drained(m->disk, &m->hook);
+        m->hook_installed = false;
+    }
+    if (m->bitmap_attached) {
+        disk_detach_bitmap(m->disk, m->dirty);
+        m->bitmap_attached = false;
+    }
+    disk_drain_end(m->disk);
+    m->drained = false;
+
+    if (!m->switched) {
+        mirror_target_close(m->target, m->target_backing_owned);
+    }
+    m->target = NULL;
+}
+
+static void mirror_status(struct job *job, GString *out)
+{
+    struct mirror_job *m = mirror_of(job);
+
+    g_string_append_printf(out, "copy-mode: %s\n",
+                           __atomic_load_n(&m->copy_mode, __ATOMIC_ACQUIRE) ==
+                               JOB_COPY_MODE_WRITE_BLOCKING
+                           ? "write-blocking" : "background");
+}
+
+static void mirror_free(struct job *job)
+{
+    struct mirror_job *m = mirror_of(job);
+
+    g_assert(!m->workers && !m->drained);
+    mirror_target_close(m->target, m->target_backing_owned);
+    dirty_bitmap_free(m->dirty);
+    g_free(m->copied_clusters);
+    g_free(m->sync_buf);
+    if (m->in_flight) {
+        g_ptr_array_unref(m->in_flight);
+    }
+    pthread_cond_destroy(&m->cond);
+    pthread_mutex_destroy(&m->lock);
+}
+
+static const struct job_driver mirror_driver = {
+    .job_type = "mirror",
+    .instance_size = sizeof(struct mirror_job),
+    .run = mirror_run,
+    .complete = mirror_complete,
+    .cancel = mirror_cancel,
+    .change = mirror_change,
+    .prepare = mirror_prepare,
+    .clean = mirror_clean,
+    .status = mirror_status,
+    .free = mirror_free,
+};
+
+/* --- Start --------------------------------------------------------------- */
+
+/* The disk's top, read as a request would. */
+static struct block_node *disk_top(struct disk *disk)
+{
+    pthread_rwlock_rdlock(&disk->io_lock);
+    struct block_node *top = disk->top;
+    pthread_rwlock_unlock(&disk->io_lock);
+    return top;
+}
+
+struct job *mirror_start(struct job_list *list, struct disk *disk,
+                         const struct command *cmd, GError **errp)
+{
+    struct block_node *source = disk_top(disk);
+    struct mirror_target target;
+
+    g_assert(cmd->verb == COMMAND_MIRROR);
+    /* Checked again by job_create, but before a target is created. */
+    struct job *existing = job_list_lookup(list, cmd->id, NULL);
+    if (existing) {
+        job_unref(existing);
+        g_set_error(errp, CHAINFS_ERROR, EEXIST, "job id '%s' is in use",
+                    cmd->id);
+        return NULL;
+    }
+    struct mirror_sizes sizes;
+    if (!mirror_target_open(source, cmd, &target, errp)) {
+        return NULL;
+    }
+    if (!mirror_choose_sizes(cmd, target.cluster_size, &sizes, errp)) {
+        mirror_target_discard(&target);
+        return NULL;
+    }
+    struct job *job = job_create(list, &mirror_driver, cmd->id, disk->name,
+                                 errp);
+    if (!job) {
+        mirror_target_discard(&target);
+        return NULL;
+    }
+
+    struct mirror_job *m = mirror_of(job);
+    pthread_mutex_init(&m->lock, NULL);
+    pthread_cond_init(&m->cond, NULL);
+    m->in_flight = g_ptr_array_new();
+    g_queue_init(&m->queue);
+    m->disk = disk;
+    m->source = source;
+    m->size = source->size;
+    m->sync = cmd->sync;
+    m->on_source_error = cmd->on_source_error;
+    m->on_target_error = cmd->on_target_error;
+    m->copy_mode = cmd->copy_mode;
+    m->granularity = sizes.granularity;
+    m->buf_size = sizes.buf_size;
+    m->max_op_bytes = sizes.max_op_bytes;
+    m->target_cluster = sizes.target_cluster;
+    if (m->target_cluster) {
+        m->copied_clusters = g_new0(uint64_t,
+                                    m->size / m->target_cluster / 64 + 1);
+    }
+    m->target = target.node;
+    m->target_backing_owned = target.backing_owned;
+    m->target_reads_zeros = target.reads_zeros;
+    m->target_zero_flags = target.node->backing ? 0 : BLOCK_ZERO_UNMAP;
+    m->dirty = dirty_bitmap_new(m->size, m->granularity);
+    m->hook = (struct disk_write_hook){
+        mirror_write_before, mirror_write_after, m,
+    };
+
+    /* The bitmap first, so that no write escapes the initial scan. */
+    disk_attach_bitmap(disk, m->dirty);
+    m->bitmap_attached = true;
+    disk_drain_begin(disk);
+    disk_add_write_hook_drained(disk, &m->hook);
+    disk_drain_end(disk);
+    m->hook_installed = true;
+
+    job_set_burst(job, m->buf_size);
+    job_set_speed(job, cmd->speed, NULL);
+    job_start(job);
+    return job;
+}
