@@ -8,11 +8,16 @@
  * keeps its cache coherent with the writes it sends, O_DIRECT included;
  * the size never changes.  Everything else changes behind the kernel's
  * back, so it is never cached: timeouts are 0 and text files are opened
- * with direct_io, their content rendered at open.
+ * with direct_io.  A rendered text file is rendered at open and again by
+ * each read at offset 0 (so a reader that rereads from the start sees the
+ * current state); a stream (.jobs/events) is read live at any offset; a
+ * command file (ctl) reads back the reply to the last write on the same
+ * open file.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/statvfs.h>
@@ -46,8 +51,12 @@ struct chainfs_fs {
 /* What fi->fh points to while a file is open. */
 struct open_file {
     struct tree_node *node;
-    char *content;              /* text files: rendered at open */
+    pthread_mutex_t lock;       /* text files: protects content and len */
+    char *content;              /* text files: rendered, or a reply */
     size_t len;
+    /* Command files: the file position after the last write, where the
+     * reply starts for a reader that goes on reading from there. */
+    uint64_t reply_start;
 };
 
 static struct chainfs_fs *req_fs(fuse_req_t req)
@@ -166,12 +175,15 @@ static void fill_attr(struct chainfs_fs *fs, struct tree_node *node,
         st->st_mtim = st->st_ctim = disk_file_mtime(file);
         break;
     }
-    case TREE_NODE_TEXT: {
-        g_autofree char *content = node->text_ops->render(node);
-        st->st_size = strlen(content);
+    case TREE_NODE_TEXT:
+        if (node->text_ops->size) {
+            st->st_size = node->text_ops->size(node);
+        } else if (node->text_ops->render) {
+            g_autofree char *content = node->text_ops->render(node);
+            st->st_size = strlen(content);
+        }
         st->st_blocks = (st->st_size + 511) / 512;
         break;
-    }
     }
 }
 
@@ -285,7 +297,12 @@ static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
             fuse_reply_err(req, EISDIR);
             return;
         }
-        if (node->kind != TREE_NODE_DISK || attr->st_size != st.st_size) {
+        /* `echo cmd > ctl` may truncate first: a no-op for command
+         * files. */
+        bool command_file = node->kind == TREE_NODE_TEXT &&
+                            node->text_ops->write && attr->st_size == 0;
+        if (!command_file && (node->kind != TREE_NODE_DISK ||
+                              attr->st_size != st.st_size)) {
             fuse_reply_err(req, EPERM);
             return;
         }
@@ -350,6 +367,30 @@ static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
     g_free(listing.buf);
 }
 
+static struct open_file *open_file_new(struct tree_node *node)
+{
+    struct open_file *file = g_new0(struct open_file, 1);
+
+    file->node = node;
+    pthread_mutex_init(&file->lock, NULL);
+    return file;
+}
+
+static void open_file_free(struct open_file *file)
+{
+    pthread_mutex_destroy(&file->lock);
+    g_free(file->content);
+    g_free(file);
+}
+
+/* Replace a text file's content (takes ownership); requires file->lock. */
+static void set_content_locked(struct open_file *file, char *content)
+{
+    g_free(file->content);
+    file->content = content;
+    file->len = content ? strlen(content) : 0;
+}
+
 static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     struct tree_node *node = find_node(req, ino);
@@ -368,29 +409,28 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
             fuse_reply_err(req, EROFS);
             return;
         }
-        file = g_new0(struct open_file, 1);
-        file->node = node;
+        file = open_file_new(node);
         /* O_TRUNC is ignored: the size is fixed, as a block device's. */
         fi->keep_cache = 1;
         break;
     case TREE_NODE_TEXT:
     default:
-        if (writing) {
+        if (writing && !node->text_ops->write) {
             fuse_reply_err(req, EACCES);
             return;
         }
-        file = g_new0(struct open_file, 1);
-        file->node = node;
-        file->content = node->text_ops->render(node);
-        file->len = strlen(file->content);
+        file = open_file_new(node);
+        if (node->text_ops->render) {
+            set_content_locked(file, node->text_ops->render(node));
+        }
+        /* O_TRUNC is ignored: a write is a command, not file content. */
         fi->direct_io = 1;
         break;
     }
     fi->fh = (uintptr_t)file;
     if (fuse_reply_open(req, fi) == -ENOENT) {
         /* The open was interrupted: no release will follow. */
-        g_free(file->content);
-        g_free(file);
+        open_file_free(file);
     }
 }
 
@@ -400,15 +440,25 @@ static void fs_release(fuse_req_t req, fuse_ino_t ino,
     struct open_file *file = open_file_of(fi);
 
     (void)ino;
-    g_free(file->content);
-    g_free(file);
+    open_file_free(file);
     fuse_reply_err(req, 0);
+}
+
+/* A stream read live from the node. */
+static void read_stream(fuse_req_t req, struct tree_node *node, size_t size,
+                        off_t offset)
+{
+    g_autofree char *buf = g_malloc(size);
+    size_t len = node->text_ops->read_at(node, offset, size, buf);
+
+    fuse_reply_buf(req, buf, len);
 }
 
 static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size,
                     off_t offset, struct fuse_file_info *fi)
 {
     struct open_file *file = open_file_of(fi);
+    g_autofree char *reply = NULL;
 
     (void)ino;
     if (file->node->kind == TREE_NODE_DISK) {
@@ -417,11 +467,52 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size,
     }
     if (offset < 0) {
         fuse_reply_err(req, EINVAL);
-    } else if ((uint64_t)offset >= file->len) {
-        fuse_reply_buf(req, NULL, 0);
+        return;
+    }
+    if (file->node->text_ops->read_at) {
+        read_stream(req, file->node, size, offset);
+        return;
+    }
+    pthread_mutex_lock(&file->lock);
+    if (offset == 0 && file->node->text_ops->render) {
+        set_content_locked(file, file->node->text_ops->render(file->node));
+    }
+    /* `exec 3<>ctl; echo CMD >&3; cat <&3` reads on from where the write
+     * ended; pread(fd, buf, n, 0) reads from the start: both get the
+     * reply. */
+    if ((uint64_t)offset >= file->reply_start) {
+        offset -= file->reply_start;
+    }
+    /* Reply from a copy: once the reader has the data, it may close the
+     * file, and the release (freeing the content) may run while
+     * fuse_reply_buf has not yet returned. */
+    if ((uint64_t)offset < file->len) {
+        size = MIN(size, file->len - offset);
+        reply = g_memdup2(file->content + offset, size);
     } else {
-        fuse_reply_buf(req, file->content + offset,
-                       MIN(size, file->len - offset));
+        size = 0;
+    }
+    pthread_mutex_unlock(&file->lock);
+    fuse_reply_buf(req, reply, size);
+}
+
+/* A write to a command file: execute it, keep the reply for reads on the
+ * same open file.  Each write is one command, wherever it is written. */
+static void write_command(fuse_req_t req, struct open_file *file,
+                          const char *buf, size_t size, off_t offset)
+{
+    char *reply = NULL;
+    int ret = file->node->text_ops->write(file->node, buf, size,
+                                          fuse_req_ctx(req)->pid, &reply);
+
+    pthread_mutex_lock(&file->lock);
+    set_content_locked(file, reply);
+    file->reply_start = ret < 0 ? (uint64_t)offset : (uint64_t)offset + size;
+    pthread_mutex_unlock(&file->lock);
+    if (ret < 0) {
+        fuse_reply_err(req, -ret);
+    } else {
+        fuse_reply_write(req, size);
     }
 }
 
@@ -433,6 +524,9 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
     (void)ino;
     if (file->node->kind == TREE_NODE_DISK) {
         disk_file_write(req, file->node->data, buf, size, offset);
+    } else if (file->node->kind == TREE_NODE_TEXT &&
+               file->node->text_ops->write) {
+        write_command(req, file, buf, size, offset);
     } else {
         fuse_reply_err(req, EBADF);
     }
@@ -496,10 +590,21 @@ static void fs_lseek(fuse_req_t req, fuse_ino_t ino, off_t offset,
         disk_file_lseek(req, file->node->data, offset, whence);
     } else if (whence != SEEK_DATA && whence != SEEK_HOLE) {
         fuse_reply_err(req, EINVAL);
-    } else if (offset < 0 || (uint64_t)offset >= file->len) {
-        fuse_reply_err(req, ENXIO);
     } else {
-        fuse_reply_lseek(req, whence == SEEK_DATA ? offset : (off_t)file->len);
+        uint64_t len;
+
+        if (file->node->text_ops->size) {
+            len = file->node->text_ops->size(file->node);
+        } else {
+            pthread_mutex_lock(&file->lock);
+            len = file->len;
+            pthread_mutex_unlock(&file->lock);
+        }
+        if (offset < 0 || (uint64_t)offset >= len) {
+            fuse_reply_err(req, ENXIO);
+        } else {
+            fuse_reply_lseek(req, whence == SEEK_DATA ? offset : (off_t)len);
+        }
     }
 }
 

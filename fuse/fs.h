@@ -3,7 +3,7 @@
  *
  *   /NAME          a disk (disk-file.h)
  *   /.chains/NAME  the disk's backing chain, top first (disk_describe_chain)
- *   /.jobs/        the control plane's directory (empty for now)
+ *   /.jobs/        the control plane (jobs-tree.h adds its files)
  *
  * The file system does not own the disks: the caller closes them once the
  * session has ended.  Thread-safety: the ops may run concurrently from any

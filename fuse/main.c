@@ -1,5 +1,6 @@
-/* chainfs: the daemon: parse the command line, open every chain, mount,
- * detach, serve until unmounted or signalled, then flush and close.
+/* chainfs: the daemon: parse the command line, open every chain, set up
+ * the control plane, mount, detach, serve until unmounted or signalled,
+ * then stop the jobs, flush and close.
  *
  * Everything that can fail because of the command line or the images
  * fails before the mount, with one line on stderr: a command that returns
@@ -13,11 +14,68 @@
 #include <sys/stat.h>
 #include <fuse_lowlevel.h>
 
+#include "core/blocker.h"
 #include "core/chain.h"
 #include "core/disk.h"
+#include "core/event-log.h"
 #include "fs.h"
+#include "jobs-tree.h"
+#include "jobs/control.h"
+#include "jobs/job.h"
 #include "log.h"
 #include "options.h"
+
+/* At most this many jobs exist at once (concluded ones until dismissed). */
+#define MAX_JOBS 256
+
+/* The FUSE loop runs at least this many threads: resolving a command's
+ * path may look up files in this very mount, which another thread must
+ * serve. */
+#define MIN_FUSE_THREADS 2
+
+/* The control plane: jobs, their events and blockers, and .jobs/. */
+struct control_plane {
+    struct event_log *events;
+    struct job_list *jobs;
+    struct blocker_set *blockers;
+    struct control *control;
+    struct jobs_tree *jobs_tree;
+};
+
+static void control_plane_start(struct control_plane *plane,
+                                const struct options *opts,
+                                const char *mountpoint, GPtrArray *disks,
+                                struct chainfs_fs *fs)
+{
+    plane->events = event_log_new(EVENT_LOG_MIN_KEPT);
+    plane->jobs = job_list_new(plane->events, MAX_JOBS);
+    plane->blockers = blocker_set_new();
+    plane->control = control_new(disks, plane->jobs, plane->blockers,
+                                 opts->allow_dirs, mountpoint);
+    plane->jobs_tree = jobs_tree_new(fs_tree(fs), fs_jobs_dir(fs),
+                                     plane->control, plane->jobs,
+                                     plane->events);
+}
+
+/* Cancel every job (softly: a ready mirror leaves its target consistent)
+ * and wait for all; then the disks may be closed. */
+static void control_plane_stop_jobs(struct control_plane *plane)
+{
+    if (plane->jobs) {
+        job_list_free(plane->jobs);
+        plane->jobs = NULL;
+    }
+}
+
+/* After the session has ended: nothing serves .jobs/ any more. */
+static void control_plane_free(struct control_plane *plane)
+{
+    control_plane_stop_jobs(plane);
+    jobs_tree_free(plane->jobs_tree);
+    control_free(plane->control);
+    blocker_set_free(plane->blockers);
+    event_log_free(plane->events);
+}
 
 /* The mountpoint, canonical (the daemon changes directory to "/", and
  * unmounting at exit must still find it). */
@@ -130,6 +188,7 @@ static bool serve(struct fuse_session *se, unsigned threads)
     struct fuse_loop_config *config = fuse_loop_cfg_create();
     int ret;
 
+    threads = MAX(threads, MIN_FUSE_THREADS);
     fuse_loop_cfg_set_max_threads(config, threads);
     fuse_loop_cfg_set_idle_threads(config, threads);
     ret = fuse_session_loop_mt(se, config);
@@ -150,6 +209,7 @@ static int run(const struct options *opts)
     g_autoptr(GPtrArray) disks = g_ptr_array_new();
     struct chainfs_fs *fs = fs_new();
     struct fuse_session *se = NULL;
+    struct control_plane plane = { 0 };
     bool signals_set = false, mounted = false, ok = false;
 
     mountpoint = resolve_mountpoint(opts->mountpoint, &err);
@@ -172,6 +232,7 @@ static int run(const struct options *opts)
         log_error("%s", err->message);
         goto out;
     }
+    control_plane_start(&plane, opts, mountpoint, disks, fs);
     /* A shell starts background commands with SIGINT ignored, and libfuse
      * leaves ignored signals alone; but SIGINT and SIGTERM must always
      * shut down cleanly. */
@@ -207,7 +268,8 @@ out:
      * whoever unmounted is likely waiting for the images to be released;
      * unmounting may run fusermount3, which takes a while.  Every layer is
      * flushed and closed even after a failure, so qcow2 images are left
-     * clean. */
+     * clean.  Jobs use the disks: they end first. */
+    control_plane_stop_jobs(&plane);
     if (!close_disks(disks)) {
         ok = false;
     }
@@ -221,6 +283,7 @@ out:
         fuse_session_destroy(se);
     }
     fs_free(fs);
+    control_plane_free(&plane);
     return ok ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 

@@ -32,10 +32,27 @@ enum tree_node_kind {
 
 struct tree_node;
 
-/* How a TREE_NODE_TEXT node produces its content. */
+/* How a TREE_NODE_TEXT node produces its content.  Three shapes: a
+ * rendered file (render: .chains/NAME, status), a stream read live at any
+ * offset (size and read_at: events), a command file (write: ctl). */
 struct tree_text_ops {
-    /* The current content, NUL-terminated, g_free()d by the caller. */
+    /* The current content, NUL-terminated, g_free()d by the caller.  May
+     * be NULL: the file reads as empty, or as the reply to its last write
+     * on the same open file. */
     char *(*render)(struct tree_node *node);
+
+    /* A stream: its current size, and up to len bytes from offset into
+     * buf (returns the count, 0 at the end).  Both NULL or both set. */
+    uint64_t (*size)(struct tree_node *node);
+    size_t (*read_at)(struct tree_node *node, uint64_t offset, size_t len,
+                      void *buf);
+
+    /* Execute one write of len bytes by process pid: returns 0 or a
+     * negative errno, and in *reply (g_free()d by the caller) the text a
+     * read on the same open file returns afterwards.  May be NULL: the
+     * file cannot be opened for writing. */
+    int (*write)(struct tree_node *node, const char *buf, size_t len,
+                 pid_t pid, char **reply);
 };
 
 struct tree_node {

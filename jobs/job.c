@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "core/block.h"
+#include "core/blocker.h"
 #include "core/event-log.h"
 #include "jobs/job-internal.h"
 
@@ -187,6 +188,34 @@ void job_kick(struct job *job)
     pthread_mutex_unlock(&job->lock);
 }
 
+/* --- Blockers ------------------------------------------------------------ */
+
+/* A concluded job blocks nothing: let go of the disk and layers before the
+ * state says concluded, so whoever sees that state may use them. */
+static void job_release_blocker(struct job *job)
+{
+    struct op_blocker *blocker;
+
+    pthread_mutex_lock(&job->lock);
+    blocker = job->blocker;
+    job->blocker = NULL;
+    job->blocker_released = true;
+    pthread_mutex_unlock(&job->lock);
+    op_blocker_release(blocker);
+}
+
+void job_attach_blocker(struct job *job, struct op_blocker *blocker)
+{
+    pthread_mutex_lock(&job->lock);
+    if (!job->blocker_released) {
+        g_assert(!job->blocker);
+        job->blocker = blocker;
+        blocker = NULL;
+    }
+    pthread_mutex_unlock(&job->lock);
+    op_blocker_release(blocker);
+}
+
 /* --- Lifetime ------------------------------------------------------------ */
 
 struct job *job_create(struct job_list *list, const struct job_driver *driver,
@@ -232,6 +261,7 @@ static void job_free(struct job *job)
     if (job->driver->free) {
         job->driver->free(job);
     }
+    op_blocker_release(job->blocker);
     pthread_cond_destroy(&job->cond);
     pthread_mutex_destroy(&job->lock);
     g_free(job->error);
@@ -257,6 +287,7 @@ void job_unref(struct job *job)
 
 void job_early_fail(struct job *job)
 {
+    job_release_blocker(job);
     pthread_mutex_lock(&job->lock);
     job_state_transition_locked(job, JOB_STATE_NULL);
     pthread_mutex_unlock(&job->lock);
@@ -310,6 +341,7 @@ static void job_finish(struct job *job, int ret, GError *error)
     if (driver->clean) {
         driver->clean(job);
     }
+    job_release_blocker(job);
 
     /* The final event comes after the state so that a reader who saw it
      * finds the status concluded, with its result. */

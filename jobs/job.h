@@ -39,6 +39,7 @@
 #include "core/ratelimit.h"
 
 struct event_log;
+struct op_blocker;
 struct job;
 struct job_list;
 
@@ -183,7 +184,10 @@ struct job {
     enum job_io_status io_status;
     enum job_result result;
     char *error;                /* set when result is failed */
-    /* Op blockers come here later: the layers this job uses and how. */
+    /* The disk and layers this job holds (core/blocker.h), released just
+     * before the job concludes; blocker_released says that moment came. */
+    struct op_blocker *blocker;
+    bool blocker_released;
 };
 
 /* --- Tables and names ---------------------------------------------------- */
@@ -234,6 +238,10 @@ void job_unref(struct job *job);
 /* EINVAL "job 'ID' is in state 'STATE': cannot VERB" unless verb is
  * allowed in the job's state.  Requires job->lock. */
 bool job_apply_verb_locked(struct job *job, enum job_verb verb, GError **errp);
+/* Hand the job the blocker of the disk and layers it uses (installed in
+ * its set); it is released when the job concludes, or at once if it
+ * already has. */
+void job_attach_blocker(struct job *job, struct op_blocker *blocker);
 /* `cancel [force]`: hard or soft as the driver's cancel hook says; leaves
  * any pause so the job can end. */
 bool job_cancel(struct job *job, bool force, GError **errp);
