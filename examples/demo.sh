@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A tour of chainfs: build a raw <- qcow2 <- qcow2 chain with qemu-img,
 # mount it, look at the tree, read, write (plain, O_DIRECT, fsync), make a
-# sparse copy, unmount, and check the images with qemu-img.
+# sparse copy, take a live snapshot, mirror the disk to a new image while a
+# writer runs and switch to it, unmount, and check every image with
+# qemu-img.
 #
 # Usage: examples/demo.sh      (CHAINFS=/path/to/chainfs to pick a binary;
 #                               otherwise builds build/ if needed)
@@ -98,7 +100,42 @@ run du -h mnt/vm
 run cp --sparse=always mnt/vm copy.raw
 run du -h copy.raw
 
-say "8. Unmount"
+say "8. A live snapshot: later writes land in a new overlay"
+run sh -c "echo 'snapshot disk=vm overlay=$work/snap.qcow2' > mnt/.jobs/ctl"
+run cat mnt/.chains/vm
+
+say "9. Mirror the disk to a new image while a writer keeps writing"
+# wait_status JOB STATE: poll the job's status file until it shows STATE.
+wait_status()
+{
+    for ((i = 0; i < 600; i++)); do
+        grep -qx "state: $2" "mnt/.jobs/$1/status" && return 0
+        sleep 0.05
+    done
+    echo "job $1 did not reach state $2"; cat "mnt/.jobs/$1/status"; return 1
+}
+(
+    for ((i = 0; i < 200; i++)); do
+        dd if=/dev/urandom of=mnt/vm bs=4k count=1 seek=$((RANDOM % 16384)) \
+           conv=notrunc status=none
+    done
+) &
+writer=$!
+run sh -c "echo 'mirror id=m1 disk=vm target=$work/mirror.qcow2' > mnt/.jobs/ctl"
+wait_status m1 ready
+run cat mnt/.jobs/m1/status
+wait "$writer"
+echo "(the writer finished; the mirror kept the target in sync meanwhile)"
+run sh -c "echo complete > mnt/.jobs/m1/ctl"
+wait_status m1 concluded
+run grep -E '^(state|result):' mnt/.jobs/m1/status
+run cat mnt/.chains/vm
+run cat mnt/.jobs/events
+run sh -c "echo 'dismiss m1' > mnt/.jobs/ctl"
+# What the guest sees now, to compare with the mirror after unmounting.
+cp --sparse=always mnt/vm final.raw
+
+say "10. Unmount"
 run fusermount3 -u mnt
 status=0
 wait "$pid" || status=$?
@@ -106,12 +143,14 @@ pid=
 echo "chainfs exited with status $status"
 [[ $status -eq 0 ]]
 
-say "9. The images are clean and hold what was written"
+say "11. The images are clean and hold what was written"
 run qemu-img check top.qcow2
 run qemu-img compare -f raw -F qcow2 copy.raw top.qcow2
+run qemu-img check snap.qcow2
+run qemu-img check mirror.qcow2
+run qemu-img compare -f raw -F qcow2 final.raw mirror.qcow2
 run md5sum -c lower.md5
-echo "\$ qemu-img info --backing-chain top.qcow2"
-qemu-img info --backing-chain top.qcow2 | grep -E '^(image|file format|virtual size|backing file):'
-
+echo "\$ qemu-img info --backing-chain mirror.qcow2"
+qemu-img info --backing-chain mirror.qcow2 | grep -E '^(image|file format|virtual size|backing file):'
 echo
 echo "demo: all done"
