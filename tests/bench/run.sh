@@ -1,0 +1,574 @@
+#!/bin/bash
+# chainfs vs qemu-storage-daemon (FUSE export + QMP block jobs) on the same
+# images in the same run.  Prints a table of medians and writes it to
+# tests/bench/results/latest.md.  Not part of the test command.
+#
+# Environment (defaults in brackets):
+#   BENCH_SIZE     virtual size of the chain [1G]
+#   RUNS           runs per metric, the table shows the median [3]
+#   BENCH_RUNTIME  seconds per fio job [5]
+#   BENCH_SECTIONS which parts to run: any of "io jobs big" [io jobs big]
+#   BENCH_BIG_SIZE virtual size of the sparse chain for the RSS rows [1T]
+#   BENCH_DIR      scratch directory, needs ~3x BENCH_SIZE free [/var/tmp/chainfs-bench]
+#   BENCH_DROP_CACHES=1  drop the page cache before each measurement [0]
+#   BENCH_NO_DEPS=1      do not run tests/bench/deps.sh
+#   BENCH_RESULTS  where latest.md and latest-samples.txt go [tests/bench/results]
+#   CHAINFS        a chainfs binary to use instead of building build-bench/
+#   QSD            the qemu-storage-daemon binary [qemu-storage-daemon]
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SRC=$(cd "$HERE/../.." && pwd)
+
+SIZE_ARG=${BENCH_SIZE:-1G}
+RUNS=${RUNS:-3}
+RUNTIME=${BENCH_RUNTIME:-5}
+SECTIONS=${BENCH_SECTIONS:-io jobs big}
+BIG_ARG=${BENCH_BIG_SIZE:-1T}
+WORK=${BENCH_DIR:-/var/tmp/chainfs-bench}
+QSD=${QSD:-qemu-storage-daemon}
+TIMEOUT=${BENCH_TIMEOUT:-600}
+POLL=0.01
+
+SIZE=$(numfmt --from=iec "$SIZE_ARG")
+BIG=$(numfmt --from=iec "$BIG_ARG")
+
+log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ---- setup ---------------------------------------------------------------
+
+[[ ${BENCH_NO_DEPS:-0} == 1 ]] || "$HERE/deps.sh"
+for tool in qemu-img qemu-io fio socat fusermount3 "$QSD" cc; do
+    command -v "$tool" >/dev/null || die "$tool not found (run tests/bench/deps.sh)"
+done
+
+if [[ -z ${CHAINFS:-} ]]; then
+    log "building chainfs (meson buildtype=release in build-bench/)"
+    if [[ ! -f $SRC/build-bench/build.ninja ]]; then
+        meson setup "$SRC/build-bench" "$SRC" --buildtype=release \
+            -Dtests=disabled >/dev/null
+    fi
+    ninja -C "$SRC/build-bench" fuse/chainfs >/dev/null ||
+        die "building chainfs failed (ninja -C build-bench fuse/chainfs)"
+    CHAINFS=$SRC/build-bench/fuse/chainfs
+fi
+
+mkdir -p "$WORK"
+WORK=$(cd "$WORK" && pwd)
+RUN_DIR=$WORK/run
+SAMPLES=$WORK/samples.txt
+: >"$SAMPLES"
+GEN=$WORK/gen-extents
+cc -O2 -Wall -Wextra -o "$GEN" "$HERE/gen-extents.c"
+
+DPID=
+QMP_PID=
+
+# Stops whatever this script started, by PID, and unmounts its mounts.
+cleanup()
+{
+    local m
+    if [[ -n $QMP_PID ]]; then
+        kill "$QMP_PID" 2>/dev/null || true
+    fi
+    if [[ -n $DPID ]]; then
+        kill -TERM "$DPID" 2>/dev/null || true
+        wait "$DPID" 2>/dev/null || true
+    fi
+    if [[ -d $RUN_DIR ]]; then
+        for m in $(awk -v d="$RUN_DIR/" 'index($2, d) == 1 { print $2 }' /proc/self/mounts); do
+            fusermount3 -u -z "$m" 2>/dev/null || true
+        done
+        rm -rf "$RUN_DIR"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+# Output piped into head: still clean up, without dying again on the pipe.
+trap 'trap "" PIPE; exit 141' PIPE
+
+drop_caches()
+{
+    if [[ ${BENCH_DROP_CACHES:-0} == 1 ]]; then
+        sync
+        echo 3 >/proc/sys/vm/drop_caches
+    fi
+}
+
+now_ns() { date +%s%N; }
+
+is_mounted() { awk -v p="$1" '$2 == p { found = 1 } END { exit !found }' /proc/self/mounts; }
+
+# wait_for DESCRIPTION COMMAND...: poll COMMAND until it succeeds.
+wait_for()
+{
+    local what=$1 deadline=$((SECONDS + TIMEOUT))
+    shift
+    until "$@"; do
+        ((SECONDS < deadline)) || die "timed out waiting for $what"
+        [[ -z $DPID ]] || kill -0 "$DPID" 2>/dev/null || die "daemon died waiting for $what"
+        sleep "$POLL"
+    done
+}
+
+# ---- the images ----------------------------------------------------------
+
+# make_chain DIR SIZE KIND: base/mid/top.qcow2 (relative backing names, so
+# copies work anywhere) and guest.raw, what a guest sees.
+#   KIND=main: base ~50% allocated in extents of 4K..2M, mid and top each
+#              overwrite ~10% in extents of 4K..256K.
+#   KIND=big:  base ~20 ppm, top ~10 ppm in 64K extents (no mid, no raw).
+make_chain()
+{
+    local dir=$1 size=$2 kind=$3
+    [[ -f $dir/done ]] && return 0
+    log "creating the $kind chain ($(numfmt --to=iec "$size")) in $dir"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    (
+        cd "$dir"
+        qemu-img create -q -f qcow2 base.qcow2 "$size"
+        if [[ $kind == main ]]; then
+            "$GEN" 1 "$size" 500000 4096 2097152 0x11 | qemu-io -f qcow2 base.qcow2 >/dev/null
+            qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 mid.qcow2
+            "$GEN" 2 "$size" 100000 4096 262144 0x52 | qemu-io -f qcow2 mid.qcow2 >/dev/null
+            qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 top.qcow2
+            "$GEN" 3 "$size" 100000 4096 262144 0x93 | qemu-io -f qcow2 top.qcow2 >/dev/null
+            qemu-img convert -O raw top.qcow2 guest.raw
+        else
+            "$GEN" 4 "$size" 20 65536 65536 0x11 | qemu-io -f qcow2 base.qcow2 >/dev/null
+            qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 top.qcow2
+            "$GEN" 5 "$size" 10 65536 65536 0x93 | qemu-io -f qcow2 top.qcow2 >/dev/null
+        fi
+        touch done
+    )
+}
+
+# fresh KIND: a new copy of a chain in $RUN_DIR/w; sets D.
+fresh()
+{
+    local src=$WORK/chain-$1 f
+    cleanup_run
+    D=$RUN_DIR/w
+    mkdir -p "$D"
+    for f in base mid top; do
+        [[ -f $src/$f.qcow2 ]] && cp --sparse=always "$src/$f.qcow2" "$D/"
+    done
+    return 0
+}
+
+cleanup_run()
+{
+    local m
+    if [[ -d $RUN_DIR ]]; then
+        for m in $(awk -v d="$RUN_DIR/" 'index($2, d) == 1 { print $2 }' /proc/self/mounts); do
+            fusermount3 -u "$m"
+        done
+        rm -rf "$RUN_DIR"
+    fi
+}
+
+# layers: the layer names of the copy in $D, top first.
+layers()
+{
+    local f
+    for f in top mid base; do
+        [[ -f $D/$f.qcow2 ]] && echo "$f"
+    done
+    return 0
+}
+
+# ---- the daemons ---------------------------------------------------------
+# start_DAEMON starts it on the chain in $D and sets DPID and FILE (the disk
+# as a raw file).  stop_daemon reads VmHWM (peak RSS, KiB) into HWM just
+# before stopping it.
+
+start_chainfs()
+{
+    mkdir -p "$D/mnt"
+    "$CHAINFS" -f -d "vm=$D/top.qcow2" "$D/mnt" 2>>"$D/daemon.log" &
+    DPID=$!
+    FILE=$D/mnt/vm
+    wait_for "the chainfs mount" is_mounted "$D/mnt"
+}
+
+# QSD_WRITABLE: qemu-storage-daemon 7.2's FUSE export takes the RESIZE
+# permission when writable, and every block job unshares RESIZE on the node
+# it works on, so jobs fail with "Permission conflict" under a writable
+# export.  The job rows use a read-only export (nothing writes to the disk
+# during them anyway); the I/O rows a writable one.
+QSD_WRITABLE=on
+
+# The graph is given node by node so that commit can name its layers; the
+# export is the same as qemu-storage-daemon(1)'s example.
+start_qsd()
+{
+    local args=() l prev=
+    for l in $(layers | tac); do
+        args+=(--blockdev "driver=file,node-name=$l-file,filename=$D/$l.qcow2")
+        # The bottom layer has no backing file, so it needs no backing=.
+        args+=(--blockdev "driver=qcow2,node-name=$l,file=$l-file${prev:+,backing=$prev}")
+        prev=$l
+    done
+    FILE=$D/export
+    touch "$FILE"
+    "$QSD" "${args[@]}" \
+        --export "type=fuse,id=e,node-name=top,mountpoint=$FILE,writable=$QSD_WRITABLE" \
+        --chardev "socket,path=$D/qmp.sock,server=on,wait=off,id=qmp" \
+        --monitor chardev=qmp >>"$D/daemon.log" 2>&1 &
+    DPID=$!
+    wait_for "the qemu-storage-daemon export" is_mounted "$FILE"
+    qmp_open "$D/qmp.sock"
+}
+
+stop_daemon()
+{
+    HWM=$(awk '/^VmHWM:/ { print $2 }' "/proc/$DPID/status")
+    kill -TERM "$DPID"
+    local rc=0
+    wait "$DPID" || rc=$?
+    DPID=
+    qmp_close
+    ((rc == 0)) || die "daemon exited with status $rc: $(tail -3 "$D/daemon.log")"
+}
+
+# ---- QMP over socat ------------------------------------------------------
+
+qmp_open()
+{
+    local line
+    wait_for "the QMP socket" test -S "$1"
+    coproc QMP { exec socat - "UNIX-CONNECT:$1"; }
+    # bash sets QMP_PID for the coprocess.
+    read -r -t 30 line <&"${QMP[0]}" || die "no QMP greeting"
+    qmp '{"execute":"qmp_capabilities"}' >/dev/null
+}
+
+qmp_close()
+{
+    if [[ -n ${QMP_PID:-} ]]; then
+        kill "$QMP_PID" 2>/dev/null || true
+        wait "$QMP_PID" 2>/dev/null || true
+        QMP_PID=
+    fi
+}
+
+# qmp JSON: send a command, print its one-line reply (events are skipped);
+# fails if the reply is an error.
+qmp()
+{
+    local line
+    printf '%s\n' "$1" >&"${QMP[1]}"
+    while read -r -t "$TIMEOUT" line <&"${QMP[0]}"; do
+        line=${line%$'\r'}
+        case $line in
+        '{"return"'*) printf '%s\n' "$line"; return 0 ;;
+        '{"error"'*) log "QMP $1: $line"; return 1 ;;
+        esac
+    done
+    die "no QMP reply to $1"
+}
+
+# qmp_job_status ID: the job's status from query-jobs (empty if gone).  The
+# script runs one job at a time, so the first status is that job's.
+qmp_job_status()
+{
+    local reply
+    reply=$(qmp '{"execute":"query-jobs"}')
+    [[ $reply == *"\"id\": \"$1\""* ]] || return 0
+    printf '%s\n' "$reply" | grep -o '"status": *"[a-z-]*"' | sed 's/.*"\([a-z-]*\)"$/\1/' | head -1
+}
+
+qmp_job_is() { [[ $(qmp_job_status "$1") == "$2" ]]; }
+
+# qmp_job_error ID: the job's error, if any.
+# (The coprocess's descriptors are not inherited by a pipeline's
+# subshells, hence the variable.)
+qmp_job_error()
+{
+    local reply
+    reply=$(qmp '{"execute":"query-jobs"}')
+    grep -o '"error": *"[^"]*"' <<<"$reply" || true
+}
+
+# ---- chainfs control plane -----------------------------------------------
+
+CTL_ERR=
+# ctl COMMAND: write it to .jobs/ctl; fails with CTL_ERR set to the reason.
+ctl()
+{
+    local ctlfile=$D/mnt/.jobs/ctl
+    CTL_ERR=
+    if [[ ! -e $ctlfile ]]; then
+        CTL_ERR="no .jobs/ctl in chainfs yet"
+        return 1
+    fi
+    if ! CTL_ERR=$({ printf '%s\n' "$1" >"$ctlfile"; } 2>&1); then
+        if [[ $CTL_ERR == *"Operation not supported"* ]]; then
+            CTL_ERR="not implemented in chainfs yet"
+        else
+            CTL_ERR="${CTL_ERR##*: }: $(tail -1 "$D/mnt/.jobs/last-error" 2>/dev/null)"
+        fi
+        return 1
+    fi
+}
+
+cfs_job_is()
+{
+    grep -qx "state: $2" "$D/mnt/.jobs/$1/status" 2>/dev/null
+}
+
+cfs_job_result() { sed -n 's/^result: //p' "$D/mnt/.jobs/$1/status"; }
+
+# ---- recording -----------------------------------------------------------
+
+# record KEY WHO VALUE: one sample (WHO: chainfs, qsd, ceil, ceil_direct).
+record() { printf '%s %s %s\n' "$1" "$2" "$3" >>"$SAMPLES"; }
+
+# na KEY WHO REASON: the metric cannot be measured for WHO.
+na() { printf '%s %s n/a:%s\n' "$1" "$2" "${3// /_}" >>"$SAMPLES"; }
+
+# ---- I/O rows ------------------------------------------------------------
+
+# name rw bs numjobs
+IO_ROWS=(
+    "seqread read 1M 1"
+    "seqwrite write 1M 1"
+    "randread1 randread 4k 1"
+    "randread4 randread 4k 4"
+    "randwrite1 randwrite 4k 1"
+    "randwrite4 randwrite 4k 4"
+)
+
+# fio_run FILE RW BS NUMJOBS DIRECT: prints MiB/s for sequential rows,
+# IOPS for random ones.
+fio_run()
+{
+    local file=$1 rw=$2 bs=$3 jobs=$4 direct=$5 out
+    # invalidate=0: the buffered ceiling reads the page cache the daemons'
+    # own (buffered) host I/O hits, instead of a cache fio just emptied.
+    out=$(fio --name=bench --filename="$file" --allow_file_create=0 \
+        --ioengine=psync --direct="$direct" --invalidate=0 \
+        --rw="$rw" --bs="$bs" \
+        --numjobs="$jobs" --size="$SIZE" --runtime="$RUNTIME" --time_based \
+        --randrepeat=1 --group_reporting --minimal) ||
+        die "fio $rw on $file failed"
+    # terse v3: read KiB/s $7, read IOPS $8, write KiB/s $48, write IOPS $49
+    awk -F';' -v rw="$rw" 'NR == 1 {
+        if (rw == "read")       printf "%.1f\n", $7 / 1024
+        else if (rw == "write") printf "%.1f\n", $48 / 1024
+        else if (rw == "randread") print $8
+        else print $49 }' <<<"$out"
+}
+
+io_one()
+{
+    local who=$1 name=$2 rw=$3 bs=$4 jobs=$5 v
+    fresh main
+    if [[ $who == ceil* ]]; then
+        cp --sparse=always "$WORK/chain-main/guest.raw" "$D/plain.raw"
+        drop_caches
+        if [[ $who == ceil ]]; then
+            v=$(fio_run "$D/plain.raw" "$rw" "$bs" "$jobs" 0)
+        else
+            v=$(fio_run "$D/plain.raw" "$rw" "$bs" "$jobs" 1)
+        fi
+        record "$name" "$who" "$v"
+        return
+    fi
+    drop_caches
+    "start_$who"
+    v=$(fio_run "$FILE" "$rw" "$bs" "$jobs" 1)
+    stop_daemon
+    record "$name" "$who" "$v"
+    record "rss_$name" "$who" "$HWM"
+}
+
+# ---- job rows ------------------------------------------------------------
+
+# Every job starts on a fresh copy; the time runs from the command to the
+# job's conclusion (for mirror and active commit, `complete` is sent as soon
+# as the job is ready).  The result is checked with qemu-img compare against
+# guest.raw once the daemon has stopped.
+
+JOBS=(mirror stream commit_mid commit_active)
+
+job_chainfs()
+{
+    local job=$1 t0 t1 id cmd ready=0 res
+    case $job in
+    mirror) id=m1; ready=1; cmd="mirror id=m1 disk=vm target=$D/target.qcow2" ;;
+    stream|bigstream) id=s1; cmd="stream id=s1 disk=vm" ;;
+    commit_mid) id=c1; cmd="commit id=c1 disk=vm top=$D/mid.qcow2 base=$D/base.qcow2" ;;
+    commit_active) id=c2; ready=1; cmd="commit id=c2 disk=vm base=$D/base.qcow2" ;;
+    esac
+    t0=$(now_ns)
+    if ! ctl "$cmd"; then
+        JOB_NA="$CTL_ERR"
+        return 0
+    fi
+    if ((ready)); then
+        wait_for "chainfs $job ready" cfs_job_is "$id" ready
+        printf 'complete\n' >"$D/mnt/.jobs/$id/ctl"
+    fi
+    wait_for "chainfs $job concluded" cfs_job_is "$id" concluded
+    t1=$(now_ns)
+    res=$(cfs_job_result "$id")
+    [[ $res == completed ]] || die "chainfs $job: result $res: $(cat "$D/mnt/.jobs/$id/status")"
+    JOB_TIME=$(((t1 - t0) / 1000))
+}
+
+job_qsd()
+{
+    local job=$1 t0 t1 id cmd ready=0 err
+    case $job in
+    mirror) id=m1; ready=1
+        cmd='"execute":"drive-mirror","arguments":{"job-id":"m1","device":"top","target":"'$D/target.qcow2'","format":"qcow2","sync":"full","mode":"absolute-paths","auto-dismiss":false}' ;;
+    stream|bigstream) id=s1
+        cmd='"execute":"block-stream","arguments":{"job-id":"s1","device":"top","auto-dismiss":false}' ;;
+    commit_mid) id=c1
+        cmd='"execute":"block-commit","arguments":{"job-id":"c1","device":"top","top-node":"mid","base-node":"base","auto-dismiss":false}' ;;
+    commit_active) id=c2; ready=1
+        cmd='"execute":"block-commit","arguments":{"job-id":"c2","device":"top","base-node":"base","auto-dismiss":false}' ;;
+    esac
+    t0=$(now_ns)
+    qmp "{$cmd}" >/dev/null || die "qemu-storage-daemon refused $job"
+    if ((ready)); then
+        wait_for "qsd $job ready" qmp_job_is "$id" ready
+        qmp '{"execute":"block-job-complete","arguments":{"device":"'$id'"}}' >/dev/null
+    fi
+    wait_for "qsd $job concluded" qmp_job_is "$id" concluded
+    t1=$(now_ns)
+    err=$(qmp_job_error "$id")
+    [[ -z $err ]] || die "qsd $job failed: $err"
+    qmp '{"execute":"job-dismiss","arguments":{"id":"'$id'"}}' >/dev/null
+    JOB_TIME=$(((t1 - t0) / 1000))
+}
+
+# check_job JOB: the images on disk read as guest.raw.
+check_job()
+{
+    local img
+    case $1 in
+    mirror) img=$D/target.qcow2 ;;
+    stream|commit_mid) img=$D/top.qcow2 ;;
+    commit_active) img=$D/base.qcow2 ;;
+    esac
+    qemu-img compare -q -f qcow2 -F raw "$img" "$WORK/chain-main/guest.raw" ||
+        die "$1: $(basename "$img") differs from the original guest view"
+    if [[ $1 == stream ]] && qemu-img info "$img" | grep -q '^backing file:'; then
+        die "stream: top.qcow2 still has a backing file"
+    fi
+}
+
+job_one()
+{
+    local who=$1 job=$2
+    JOB_NA= JOB_TIME=
+    fresh main
+    drop_caches
+    QSD_WRITABLE=off "start_$who"
+    "job_$who" "$job"
+    stop_daemon
+    if [[ -n $JOB_NA ]]; then
+        log "chainfs $job: n/a: $JOB_NA"
+        na "$job" "$who" "$JOB_NA"
+        na "rss_$job" "$who" "$JOB_NA"
+        return
+    fi
+    check_job "$job"
+    record "$job" "$who" "$(awk -v u="$JOB_TIME" 'BEGIN { printf "%.3f", u / 1e6 }')"
+    record "rss_$job" "$who" "$HWM"
+}
+
+# ---- the sparse 1 TiB chain ----------------------------------------------
+
+big_one()
+{
+    local who=$1 what=$2 off
+    JOB_NA= JOB_TIME=
+    fresh big
+    QSD_WRITABLE=off "start_$who"
+    if [[ $what == open ]]; then
+        # Open, then read a little from across the disk.
+        for off in 0 $((BIG / 3)) $((BIG / 2)) $((BIG - 4194304)); do
+            dd if="$FILE" of=/dev/null bs=1M count=4 skip=$((off / 1048576)) \
+                iflag=direct status=none
+        done
+        stop_daemon
+        record rss_bigopen "$who" "$HWM"
+        return
+    fi
+    "job_$who" bigstream
+    stop_daemon
+    if [[ -n $JOB_NA ]]; then
+        log "chainfs bigstream: n/a: $JOB_NA"
+        na bigstream "$who" "$JOB_NA"
+        na rss_bigstream "$who" "$JOB_NA"
+        return
+    fi
+    qemu-img info "$D/top.qcow2" | grep -q '^backing file:' &&
+        die "1T stream ($who): top.qcow2 still has a backing file"
+    record bigstream "$who" "$(awk -v u="$JOB_TIME" 'BEGIN { printf "%.3f", u / 1e6 }')"
+    record rss_bigstream "$who" "$HWM"
+}
+
+# ---- main ----------------------------------------------------------------
+
+want() { [[ " $SECTIONS " == *" $1 "* ]]; }
+
+make_chain "$WORK/chain-main" "$SIZE" main
+want big && make_chain "$WORK/chain-big-$BIG" "$BIG" big
+want big && ln -sfn "chain-big-$BIG" "$WORK/chain-big"
+
+START=$(date '+%Y-%m-%d %H:%M:%S %z')
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+for ((run = 1; run <= RUNS; run++)); do
+    # Alternate who goes first, so that drift in the machine's load does not
+    # always favour the same daemon.
+    if ((run % 2)); then order=(chainfs qsd); else order=(qsd chainfs); fi
+    if want io; then
+        for row in "${IO_ROWS[@]}"; do
+            read -r name rw bs jobs <<<"$row"
+            for who in "${order[@]}" ceil ceil_direct; do
+                log "run $run/$RUNS: $name on $who"
+                io_one "$who" "$name" "$rw" "$bs" "$jobs"
+            done
+        done
+    fi
+    if want jobs; then
+        for job in "${JOBS[@]}"; do
+            for who in "${order[@]}"; do
+                log "run $run/$RUNS: $job on $who"
+                job_one "$who" "$job"
+            done
+        done
+    fi
+    if want big; then
+        for what in open stream; do
+            for who in "${order[@]}"; do
+                log "run $run/$RUNS: $BIG_ARG chain $what on $who"
+                big_one "$who" "$what"
+            done
+        done
+    fi
+done
+cleanup_run
+
+# ---- the table -----------------------------------------------------------
+
+OUT_DIR=${BENCH_RESULTS:-$HERE/results}
+mkdir -p "$OUT_DIR"
+{
+    echo "# chainfs vs qemu-storage-daemon"
+    echo
+    echo "- date: $START"
+    echo "- machine: $(nproc) CPUs ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, kernel $(uname -r)"
+    echo "- chainfs $("$CHAINFS" --version 2>&1 | head -1) ($(git -C "$SRC" describe --always --dirty 2>/dev/null || echo unknown)); $("$QSD" --version | head -1)"
+    echo "- load average at start: $LOAD_START, at end: $(cut -d' ' -f1-3 /proc/loadavg) (a busy machine makes single rows swing; see latest-samples.txt)"
+    echo "- chain: $SIZE_ARG qcow2 base/mid/top, $RUNS runs per metric (median), fio psync ${RUNTIME}s per job; sections: $SECTIONS"
+    echo
+    awk -v runs="$RUNS" -v big="$BIG_ARG" -f "$HERE/table.awk" "$SAMPLES"
+} | tee "$OUT_DIR/latest.md"
+cp "$SAMPLES" "$OUT_DIR/latest-samples.txt"
