@@ -106,6 +106,14 @@ struct block_driver {
 
     /* Grow the virtual size.  May be NULL (ENOTSUP). */
     bool (*grow)(struct block_node *node, uint64_t new_size, GError **errp);
+
+    /* The node was just reopened (block_node_reopen): node->fd is the same
+     * number but now a description opened for read_only, and
+     * node->read_only says so.  Check that the image may be used that way
+     * and update the driver's state; on error the core reopens the old
+     * way.  Never called concurrently with I/O on the node.  May be NULL:
+     * the driver keeps no state that depends on it (raw). */
+    bool (*reopen)(struct block_node *node, bool read_only, GError **errp);
 };
 
 struct block_node {

@@ -180,6 +180,169 @@ bool block_node_make_backing(struct block_node *node, GError **errp)
     return true;
 }
 
+/* Drop fd's locks on the bytes that refuse permissions to others (200 +
+ * bit): our own new description of the same file would otherwise conflict
+ * with them, as OFD locks belong to the open file description. */
+static int unlock_unshared_bytes(int fd)
+{
+    struct flock fl = {
+        .l_type = F_UNLCK,
+        .l_whence = SEEK_SET,
+        .l_start = 200,
+        .l_len = 100,
+    };
+    return fcntl(fd, F_OFD_SETLK, &fl) < 0 ? -errno : 0;
+}
+
+/* A new description of node's file for read_only, checked to be the same
+ * file, locked as mode.  Returns the fd or -1 with errp set. */
+static int open_same_file(struct block_node *node, bool read_only,
+                          enum image_lock_mode mode, GError **errp)
+{
+    struct stat st_old, st_new;
+    int fd = open(node->filename,
+                  (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        int err = errno;
+        g_set_error(errp, CHAINFS_ERROR, err, "%s: cannot reopen %s: %s",
+                    node->filename, read_only ? "read-only" : "read-write",
+                    g_strerror(err));
+        return -1;
+    }
+    if (fstat(fd, &st_new) < 0 || fstat(node->fd, &st_old) < 0 ||
+        st_new.st_dev != st_old.st_dev || st_new.st_ino != st_old.st_ino) {
+        g_set_error(errp, CHAINFS_ERROR, ESTALE,
+                    "%s: the file was replaced while open", node->filename);
+        close(fd);
+        return -1;
+    }
+    if (!image_lock(fd, node->filename, mode, errp)) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Put fd's description under node->fd's number; the old description
+ * closes, and its locks go with it. */
+static bool replace_fd(struct block_node *node, int fd, GError **errp)
+{
+    if (dup3(fd, node->fd, O_CLOEXEC) < 0) {
+        int err = errno;
+        g_set_error(errp, CHAINFS_ERROR, err, "%s: dup3: %s", node->filename,
+                    g_strerror(err));
+        close(fd);
+        return false;
+    }
+    close(fd);
+    return true;
+}
+
+static bool reopen_read_write(struct block_node *node, GError **errp)
+{
+    int ret = unlock_unshared_bytes(node->fd);
+    if (ret < 0) {
+        g_set_error(errp, CHAINFS_ERROR, -ret, "%s: cannot unlock: %s",
+                    node->filename, g_strerror(-ret));
+        return false;
+    }
+    int fd = open_same_file(node, false, IMAGE_LOCK_WRITER, errp);
+    if (fd < 0 || !replace_fd(node, fd, errp)) {
+        /* Take back what we dropped; failing that, the node still works
+         * and others can only gain the right to read it. */
+        (void)image_lock(node->fd, node->filename, IMAGE_LOCK_READER, NULL);
+        return false;
+    }
+    node->read_only = false;
+    if (node->driver->reopen && !node->driver->reopen(node, false, errp)) {
+        GError *ignored = NULL;
+        if (!block_node_reopen(node, true, &ignored)) {
+            g_error_free(ignored);
+        }
+        return false;
+    }
+    return true;
+}
+
+static bool reopen_read_only(struct block_node *node, GError **errp)
+{
+    int ret = node->driver->flush(node);
+    if (ret < 0) {
+        g_set_error(errp, CHAINFS_ERROR, -ret, "%s: cannot flush: %s",
+                    node->filename, g_strerror(-ret));
+        return false;
+    }
+    if (!image_lock(node->fd, node->filename, IMAGE_LOCK_READER, errp)) {
+        return false;
+    }
+    /* Past this point the node is a reader whatever happens: a failed
+     * reopen keeps the read-write description, which nothing writes
+     * through (as block_node_make_backing does). */
+    node->read_only = true;
+    int fd = open_same_file(node, true, IMAGE_LOCK_READER, NULL);
+    if (fd >= 0) {
+        (void)replace_fd(node, fd, NULL);
+    }
+    if (node->driver->reopen) {
+        (void)node->driver->reopen(node, true, NULL);
+    }
+    return true;
+}
+
+bool block_node_reopen(struct block_node *node, bool read_only,
+                       GError **errp)
+{
+    if (node->read_only == read_only) {
+        return true;
+    }
+    return read_only ? reopen_read_only(node, errp)
+                     : reopen_read_write(node, errp);
+}
+
+int chain_is_allocated_above(struct block_node *top, struct block_node *base,
+                             uint64_t offset, uint64_t len, uint64_t *pnum)
+{
+    for (struct block_node *node = top; node && node != base;
+         node = node->backing) {
+        if (offset >= node->size) {
+            *pnum = len;
+            return 1;
+        }
+        uint64_t n;
+        int status = node->driver->block_status(node, offset,
+                                                MIN(len, node->size - offset),
+                                                &n);
+        if (status < 0) {
+            return status;
+        }
+        n = MAX(MIN(n, len), 1);
+        if (status & BLOCK_STATUS_ALLOCATED) {
+            *pnum = n;
+            return 1;
+        }
+        len = n;
+    }
+    *pnum = len;
+    return 0;
+}
+
+struct block_node *chain_find_layer(struct block_node *top, const char *path)
+{
+    struct stat st;
+
+    if (stat(path, &st) < 0) {
+        return NULL;
+    }
+    for (struct block_node *node = top; node; node = node->backing) {
+        struct stat layer;
+        if (fstat(node->fd, &layer) == 0 && layer.st_dev == st.st_dev &&
+            layer.st_ino == st.st_ino) {
+            return node;
+        }
+    }
+    return NULL;
+}
+
 int block_node_close(struct block_node *node)
 {
     if (!node) {

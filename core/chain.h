@@ -29,6 +29,29 @@ struct block_node *block_node_open(const char *filename, const char *format,
  * name the file; the node is unchanged on error. */
 bool block_node_make_backing(struct block_node *node, GError **errp);
 
+/* Reopen one layer read-write (read_only false) or read-only again, as
+ * QEMU's commit does with its base: the fd number stays (dup3 of a new
+ * open file description) so the driver's state stays valid, the image
+ * locks move from QEMU's reader set to the writer's or back, and the
+ * driver's reopen hook updates its state.  Going read-only flushes first.
+ * Call with no I/O on the node (drained).  Errors name the file; the node
+ * is unchanged on error. */
+bool block_node_reopen(struct block_node *node, bool read_only,
+                       GError **errp) __attribute__((nonnull(1)));
+
+/* Whether [offset, offset + len) is allocated in a layer from top down to
+ * just above base (base NULL: the whole chain), as QEMU's
+ * bdrv_is_allocated_above: returns 1 (allocated) or 0 with *pnum the
+ * length of the run that answers the same, or a negative errno.  A range
+ * past the end of a layer below top counts as allocated: it reads as
+ * zeros there whatever lies below.  offset must be below top->size. */
+int chain_is_allocated_above(struct block_node *top, struct block_node *base,
+                             uint64_t offset, uint64_t len, uint64_t *pnum);
+
+/* The layer of the chain under top that is the file at path (compared by
+ * st_dev and st_ino, so any spelling works), or NULL. */
+struct block_node *chain_find_layer(struct block_node *top, const char *path);
+
 /* Close one layer (not its backing chain).  Returns 0 or a negative errno
  * from the final flush. */
 int block_node_close(struct block_node *node);

@@ -51,6 +51,7 @@ struct disk *disk_new(const char *name, struct block_node *top,
     pthread_mutex_init(&disk->bitmaps_lock, NULL);
     disk->bitmaps = g_ptr_array_new();
     disk->write_hooks = g_ptr_array_new();
+    disk->read_hooks = g_ptr_array_new();
     return disk;
 }
 
@@ -86,6 +87,7 @@ int disk_close(struct disk *disk)
     pthread_mutex_destroy(&disk->bitmaps_lock);
     g_ptr_array_unref(disk->bitmaps);
     g_ptr_array_unref(disk->write_hooks);
+    g_ptr_array_unref(disk->read_hooks);
     g_free(disk->name);
     g_free(disk);
     return ret;
@@ -130,6 +132,11 @@ int disk_read(struct disk *disk, uint64_t offset, uint64_t len, void *buf)
         ret = -EINVAL;
     } else {
         ret = top->driver->read(top, offset, len, buf);
+    }
+    for (unsigned i = 0; ret == 0 && i < disk->read_hooks->len; i++) {
+        const struct disk_read_hook *hook =
+            g_ptr_array_index(disk->read_hooks, i);
+        hook->after(hook->opaque, offset, len, buf);
     }
     pthread_rwlock_unlock(&disk->io_lock);
     return ret;
@@ -271,6 +278,20 @@ int disk_allocated_bytes(struct disk *disk, uint64_t *bytes)
     return 0;
 }
 
+struct block_node *disk_find_layer(struct disk *disk, const char *path,
+                                   GError **errp)
+{
+    pthread_rwlock_rdlock(&disk->io_lock);
+    struct block_node *layer = chain_find_layer(disk->top, path);
+    pthread_rwlock_unlock(&disk->io_lock);
+    if (!layer) {
+        g_set_error(errp, CHAINFS_ERROR, ENOENT,
+                    "layer %s is not in the chain of disk '%s'", path,
+                    disk->name);
+    }
+    return layer;
+}
+
 char *disk_describe_chain(struct disk *disk)
 {
     GString *text = g_string_new(NULL);
@@ -321,6 +342,48 @@ void disk_remove_write_hook_drained(struct disk *disk,
                                     const struct disk_write_hook *hook)
 {
     g_ptr_array_remove(disk->write_hooks, (gpointer)hook);
+}
+
+void disk_add_read_hook_drained(struct disk *disk,
+                                const struct disk_read_hook *hook)
+{
+    g_ptr_array_add(disk->read_hooks, (gpointer)hook);
+}
+
+void disk_remove_read_hook_drained(struct disk *disk,
+                                   const struct disk_read_hook *hook)
+{
+    g_ptr_array_remove(disk->read_hooks, (gpointer)hook);
+}
+
+/* Number the layers from the top down. */
+static void renumber_depths(struct block_node *top)
+{
+    unsigned depth = 0;
+
+    for (struct block_node *node = top; node; node = node->backing) {
+        node->depth = depth++;
+    }
+}
+
+int disk_remove_layers_drained(struct disk *disk, struct block_node *above,
+                               struct block_node *below)
+{
+    struct block_node *node = above->backing;
+    int first_error = 0;
+
+    above->backing = below;
+    while (node && node != below) {
+        struct block_node *backing = node->backing;
+        node->backing = NULL;
+        int ret = block_node_close(node);
+        if (ret < 0 && first_error == 0) {
+            first_error = ret;
+        }
+        node = backing;
+    }
+    renumber_depths(disk->top);
+    return first_error;
 }
 
 /* Whether node is one of the layers of the chain under top. */

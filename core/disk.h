@@ -38,6 +38,16 @@ struct disk_write_hook {
     void *opaque;
 };
 
+/* A hook after every successful guest read (stream's copy-on-read).  It
+ * runs on the reading thread with io_lock held for reading, before the
+ * guest sees the data, so it must never wait for a drain; buf holds what
+ * was read. */
+struct disk_read_hook {
+    void (*after)(void *opaque, uint64_t offset, uint64_t len,
+                  const void *buf);
+    void *opaque;
+};
+
 struct disk {
     char *name;
     bool read_only;
@@ -50,6 +60,8 @@ struct disk {
 
     GPtrArray *write_hooks;     /* const struct disk_write_hook *, not
                                    owned; changed only while drained */
+    GPtrArray *read_hooks;      /* const struct disk_read_hook *, as
+                                   write_hooks */
 };
 
 /* Take ownership of the chain under top. */
@@ -79,6 +91,12 @@ int disk_block_status(struct disk *disk, uint64_t offset, uint64_t len,
  * for st_blocks. */
 int disk_allocated_bytes(struct disk *disk, uint64_t *bytes);
 
+/* The layer of the disk's chain that is the file at path (any spelling of
+ * it), or NULL with ENOENT "layer PATH is not in the chain of disk
+ * 'NAME'". */
+struct block_node *disk_find_layer(struct disk *disk, const char *path,
+                                   GError **errp);
+
 /* Lines "DEPTH FORMAT VIRTUAL_SIZE PATH\n", top first (.chains/NAME). */
 char *disk_describe_chain(struct disk *disk);
 
@@ -96,6 +114,20 @@ void disk_add_write_hook_drained(struct disk *disk,
                                  const struct disk_write_hook *hook);
 void disk_remove_write_hook_drained(struct disk *disk,
                                     const struct disk_write_hook *hook);
+
+/* Add or remove a read hook.  Call while drained. */
+void disk_add_read_hook_drained(struct disk *disk,
+                                const struct disk_read_hook *hook);
+void disk_remove_read_hook_drained(struct disk *disk,
+                                   const struct disk_read_hook *hook);
+
+/* Make below the backing node of above (both in the disk's chain, below
+ * under above; below NULL: no backing) while drained: the layers in
+ * between are closed (top down) and the depths renumbered.  The caller
+ * rewrites above's header first.  Returns the first error from closing,
+ * 0 if none (the layers leave either way). */
+int disk_remove_layers_drained(struct disk *disk, struct block_node *above,
+                               struct block_node *below);
 
 /* Make new_top the disk's top while drained: the layers of the old chain
  * that are not in new_top's chain are closed (top down), the depths are

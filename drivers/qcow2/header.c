@@ -508,6 +508,93 @@ static bool check_backing_strings(const char *filename, const char *name,
     return true;
 }
 
+/* Where the extension area of a cluster 0 ends: just past its end
+ * marker (or at limit when there is none). */
+static size_t extension_area_end(const uint8_t *c0, size_t pos, size_t limit)
+{
+    while (pos + 8 <= limit) {
+        uint32_t type = get_be32(c0 + pos);
+        uint64_t len = get_be32(c0 + pos + 4);
+        if (type == QCOW2_EXT_END) {
+            return pos + 8;
+        }
+        pos += 8 + ((len + 7) & ~7ull);
+    }
+    return limit;
+}
+
+static bool ranges_overlap(uint64_t a, uint64_t a_len, uint64_t b,
+                           uint64_t b_len)
+{
+    return a < b + b_len && b < a + a_len;
+}
+
+/* Write the new cluster 0 (c0, used bytes) so that a crash leaves the old
+ * header or the new one, never a mix.  Only one sector is written
+ * atomically, so when the new content spans more: the extension area
+ * must differ from the file's only in sector 0, and the name goes first
+ * to bytes the old header does not reference (right after the extension
+ * area, or at the end of the cluster), then sector 0 switches to it.
+ * Layouts where that cannot be arranged (clusters of 512 bytes, a
+ * backing format extension changing length in a long extension area)
+ * fall back to one write of the whole range. */
+static int write_cluster0(struct qcow2_state *s, uint8_t *c0, size_t used)
+{
+    const size_t sector = 512;
+    uint64_t cs = s->cluster_size;
+    size_t write_len = (used + sector - 1) & ~(sector - 1);
+
+    if (write_len > sector) {
+        g_autofree uint8_t *old = g_malloc(cs);
+        int ret = qcow2_pread_data(s->fd, old, cs, 0);
+        if (ret < 0) {
+            return ret;
+        }
+        uint64_t old_name = get_be64(old + 8);
+        uint32_t old_name_len = get_be32(old + 16);
+        size_t old_ext_end = extension_area_end(old, s->header_length, cs);
+        uint64_t name = get_be64(c0 + 8);
+        uint32_t name_len = get_be32(c0 + 16);
+        size_t ext_end = name_len ? name : used;
+        bool same_tail = ext_end <= sector ||
+                         memcmp(c0 + sector, old + sector,
+                                ext_end - sector) == 0;
+        uint64_t slots[2] = { MAX(ext_end, old_ext_end),
+                              (cs - name_len) & ~7ull };
+        for (unsigned i = 0; same_tail && name_len && i < 2; i++) {
+            uint64_t slot = slots[i];
+            if (slot < ext_end || slot < old_ext_end ||
+                slot + name_len > cs ||
+                (old_name && ranges_overlap(slot, name_len, old_name,
+                                            old_name_len))) {
+                continue;
+            }
+            memmove(c0 + slot, c0 + name, name_len);
+            if (slot > name) {
+                memset(c0 + name, 0, MIN(name_len, slot - name));
+            }
+            put_be64(c0 + 8, slot);
+            ret = host_pwrite(s->fd, c0 + slot, name_len, slot);
+            if (ret == 0 && fdatasync(s->fd) < 0) {
+                ret = -errno;
+            }
+            if (ret < 0) {
+                return ret;
+            }
+            write_len = sector;
+            break;
+        }
+        if (same_tail && !name_len) {
+            write_len = sector;
+        }
+    }
+    int ret = host_pwrite(s->fd, c0, write_len, 0);
+    if (ret == 0 && fdatasync(s->fd) < 0) {
+        ret = -errno;
+    }
+    return ret;
+}
+
 bool qcow2_set_backing(struct block_node *node, const char *backing_name,
                        const char *backing_format, GError **errp)
 {
@@ -549,11 +636,7 @@ bool qcow2_set_backing(struct block_node *node, const char *backing_name,
                   "backing file name does not fit in the header cluster");
         return false;
     }
-    size_t write_len = (used + 511) & ~(size_t)511;
-    ret = host_pwrite(s->fd, c0, write_len, 0);
-    if (ret == 0 && fdatasync(s->fd) < 0) {
-        ret = -errno;
-    }
+    ret = write_cluster0(s, c0, used);
     if (ret == 0) {
         memcpy(s->header_raw, c0, s->header_length);
     }

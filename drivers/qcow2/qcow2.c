@@ -1,4 +1,5 @@
 /* chainfs qcow2: the driver ops table, probing, open and close. */
+#include <errno.h>
 #include <string.h>
 
 #include "qcow2.h"
@@ -94,6 +95,50 @@ static int qcow2_close(struct block_node *node)
     return ret;
 }
 
+/* Header checks that open makes for a writable image, then the autoclear
+ * bits cleared as open clears them. */
+static bool qcow2_reopen(struct block_node *node, bool read_only,
+                         GError **errp)
+{
+    struct qcow2_state *s = node->opaque;
+    int ret = 0;
+
+    if (!read_only && s->incompat & QCOW2_INCOMPAT_CORRUPT) {
+        g_set_error(errp, CHAINFS_ERROR, EROFS, "%s: image is marked "
+                    "corrupt; it can only be used read-only", s->filename);
+        return false;
+    }
+    if (!read_only && s->incompat & QCOW2_INCOMPAT_DIRTY) {
+        g_set_error(errp, CHAINFS_ERROR, EINVAL, "%s: image is marked dirty "
+                    "(refcounts may be inconsistent)", s->filename);
+        return false;
+    }
+    if (!read_only && s->nb_snapshots > 0) {
+        g_set_error(errp, CHAINFS_ERROR, ENOTSUP, "%s: images with internal "
+                    "snapshots can only be used read-only", s->filename);
+        return false;
+    }
+    pthread_mutex_lock(&s->lock);
+    s->read_only = read_only;
+    if (!read_only && s->autoclear != 0) {
+        uint64_t old = s->autoclear;
+        s->autoclear = 0;
+        ret = qcow2_write_header_bytes(s, QCOW2_HDR_AUTOCLEAR, 8);
+        if (ret < 0) {
+            s->autoclear = old;
+            s->read_only = true;
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (ret < 0) {
+        g_set_error(errp, CHAINFS_ERROR, -ret,
+                    "%s: cannot update the header: %s", s->filename,
+                    g_strerror(-ret));
+        return false;
+    }
+    return true;
+}
+
 const struct block_driver qcow2_driver = {
     .format_name = "qcow2",
     .probe = qcow2_probe,
@@ -107,4 +152,5 @@ const struct block_driver qcow2_driver = {
     .create = qcow2_create,
     .set_backing = qcow2_set_backing,
     .grow = qcow2_grow,
+    .reopen = qcow2_reopen,
 };
