@@ -3,10 +3,12 @@
 
 extern const struct block_driver qcow2_driver;
 extern const struct block_driver raw_driver;
+extern const struct block_driver fault_driver;    /* never probed */
 
 /* raw accepts anything, so it is probed last. */
 const struct block_driver *const block_drivers[] = {
     &qcow2_driver,
+    &fault_driver,
     &raw_driver,
     NULL,
 };

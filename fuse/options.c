@@ -37,7 +37,7 @@ void options_print_help(FILE *out)
 "Usage: chainfs [OPTIONS] MOUNTPOINT\n"
 "Expose qcow2/raw image chains as plain files under MOUNTPOINT.\n"
 "\n"
-"  -d, --disk NAME=FILE[,format=qcow2|raw][,read-only=on|off]\n"
+"  -d, --disk NAME=FILE[,format=qcow2|raw|fault][,read-only=on|off]\n"
 "                         expose the chain whose top layer is FILE as\n"
 "                         MOUNTPOINT/NAME (repeatable; ',,' in FILE is a\n"
 "                         literal comma; without format= the top is probed)\n"
@@ -141,9 +141,10 @@ static bool parse_disk_suboption(struct disk_spec *spec, const char *arg,
             return false;
         }
         *seen_format = true;
-        if (strcmp(value, "qcow2") != 0 && strcmp(value, "raw") != 0) {
+        if (!block_driver_by_name(value)) {
             g_set_error(errp, CHAINFS_ERROR, EINVAL,
-                        "--disk '%s': unknown format '%s' (qcow2 or raw)",
+                        "--disk '%s': unknown format '%s' (qcow2, raw or "
+                        "fault)",
                         arg, value);
             return false;
         }

@@ -3,6 +3,8 @@
 #   build/       plain            unit tests + every tests/shell/test-*.sh
 #   build-asan/  ASan + UBSan     unit tests + every tests/shell/test-*.sh
 #   build-tsan/  TSan             unit tests of the 'thread' suite
+#   build-fuzz/  clang, libFuzzer tests/fuzz/run.sh (FUZZ_SECONDS, default 60;
+#                ASan + UBSan     SKIP without clang)
 # Installs nothing (scripts/deps.sh does).  Prints one PASS/FAIL/SKIP line
 # per test, the tail of the log of each failure, and as its last line
 # "N passed, M failed, K skipped".  Exit status 1 if anything failed.
@@ -131,6 +133,21 @@ shell_tests()
     done
 }
 
+# fuzz_test: build build-fuzz/ with clang and fuzz for FUZZ_SECONDS.
+fuzz_test()
+{
+    local log=$src/build-fuzz/fuzz.log status t0=$SECONDS
+    mkdir -p "$src/build-fuzz"
+    JOBS=$jobs timeout -k 10 $((${FUZZ_SECONDS:-60} + test_timeout)) \
+        "$src/tests/fuzz/run.sh" >"$log" 2>&1 </dev/null
+    status=$?
+    case $status in
+    0) report PASS "fuzz qcow2-open ($((SECONDS - t0))s)" ;;
+    77) report SKIP "fuzz qcow2-open ($(grep -m1 '^SKIP' "$log" | sed 's/^SKIP: //'))" ;;
+    *) report FAIL "fuzz qcow2-open (exit $status)" "$log" ;;
+    esac
+}
+
 # LeakSanitizer needs ptrace, which some containers forbid: probe it once
 # rather than fail every test for a reason that is not chainfs's.
 lsan_works()
@@ -189,6 +206,9 @@ main()
     echo "== shell tests"
     [[ $plain_ok -eq 0 ]] && shell_tests "$src/build"
     [[ $asan_ok -eq 0 ]] && shell_tests "$src/build-asan"
+
+    echo "== fuzzing"
+    fuzz_test
 
     echo "== done in $((SECONDS - start))s"
     if [[ ${#failures[@]} -gt 0 ]]; then
