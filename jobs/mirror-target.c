@@ -229,6 +229,15 @@ bool mirror_target_open(struct block_node *source, const struct command *cmd,
     return ok;
 }
 
+void mirror_target_use_layer(struct block_node *layer,
+                             struct mirror_target *target)
+{
+    *target = (struct mirror_target){
+        .node = layer,
+        .cluster_size = target_cluster_size(layer),
+    };
+}
+
 bool mirror_choose_sizes(const struct command *cmd, uint64_t target_cluster,
                          struct mirror_sizes *sizes, GError **errp)
 {

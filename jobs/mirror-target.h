@@ -45,6 +45,12 @@ bool mirror_target_open(struct block_node *source, const struct command *cmd,
                         struct mirror_target *target, GError **errp)
     __attribute__((nonnull(1, 2, 3)));
 
+/* Use layer, a read-write layer of the source chain (active commit's
+ * base), as the target: never created, closed or discarded here. */
+void mirror_target_use_layer(struct block_node *layer,
+                             struct mirror_target *target)
+    __attribute__((nonnull(1, 2)));
+
 /* The granularity (default: target_cluster clamped to 4K..64K), buffer
  * and operation sizes cmd and the target ask for; EINVAL when buf-size is
  * below the granularity. */

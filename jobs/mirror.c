@@ -15,6 +15,13 @@
  * copy that took io_lock could deadlock a write-blocking guest write that
  * waits for it while a drain is queued on the writer-preferring rwlock.
  *
+ * Active commit (mirror_start_commit) is this job with job type "commit"
+ * and the target being the base layer of the source chain itself (the
+ * caller reopened it read-write): the initial dirty set is what the layers
+ * above base allocate, `complete` switches the disk to base (the layers
+ * above it close), and otherwise clean reopens base read-only instead of
+ * closing it.
+ *
  * Locking: m->lock (pthread) protects the in-flight list, the work queue,
  * the counters of background operations and the pending error, and is
  * never held across I/O.  Lock order: job->lock is never taken while
@@ -63,6 +70,8 @@ struct mirror_job {
     int target_zero_flags;              /* UNMAP only without backing */
     struct dirty_bitmap *dirty;
     struct disk_write_hook hook;
+    struct block_node *commit_base;     /* active commit: the target is
+                                           this layer of the source chain */
 
     int copy_mode;                      /* atomic enum job_copy_mode */
     bool stopping;                      /* atomic: guest writes stop
@@ -442,12 +451,39 @@ static void mirror_write_after(void *opaque, void *cookie, uint64_t offset,
 
 /* --- The run loop -------------------------------------------------------- */
 
+/* Active commit: mark what the layers above the base allocate. */
+static void mark_allocated_above_base(struct mirror_job *m)
+{
+    for (uint64_t offset = 0; offset < m->size;) {
+        uint64_t pnum;
+        int status = chain_is_allocated_above(m->source, m->commit_base,
+                                              offset, m->size - offset,
+                                              &pnum);
+        if (status < 0) {
+            dirty_bitmap_set(m->dirty, offset, m->size - offset);
+            return;
+        }
+        pnum = MIN(MAX(pnum, 1), m->size - offset);
+        if (status) {
+            dirty_bitmap_set(m->dirty, offset, pnum);
+        }
+        offset += pnum;
+        if (job_is_cancelled(&m->common)) {
+            return;
+        }
+    }
+}
+
 /* Mark what the initial copy must do (sync=full: everything the guest sees
  * that the target does not already read; sync=top: what the top layer
  * allocates; sync=none: nothing).  A status error marks everything from
  * there on: the copy then reports the read error through the policy. */
 static void mark_initial_dirty(struct mirror_job *m)
 {
+    if (m->commit_base) {
+        mark_allocated_above_base(m);
+        return;
+    }
     if (m->sync == COMMAND_SYNC_NONE) {
         return;
     }
@@ -754,6 +790,15 @@ static void mirror_clean(struct job *job)
         disk_detach_bitmap(m->disk, m->dirty);
         m->bitmap_attached = false;
     }
+    if (m->commit_base && !m->switched) {
+        /* The base stays a backing layer of the disk. */
+        GError *error = NULL;
+        if (!block_node_reopen(m->commit_base, true, &error)) {
+            g_warning("commit '%s': %s", job->id, error->message);
+            g_error_free(error);
+        }
+        m->target = NULL;
+    }
     disk_drain_end(m->disk);
     m->drained = false;
 
@@ -778,7 +823,9 @@ static void mirror_free(struct job *job)
     struct mirror_job *m = mirror_of(job);
 
     g_assert(!m->workers && !m->drained);
-    mirror_target_close(m->target, m->target_backing_owned);
+    if (!m->commit_base) {
+        mirror_target_close(m->target, m->target_backing_owned);
+    }
     dirty_bitmap_free(m->dirty);
     g_free(m->copied_clusters);
     g_free(m->sync_buf);
@@ -802,6 +849,20 @@ static const struct job_driver mirror_driver = {
     .free = mirror_free,
 };
 
+/* Active commit is this mirror under another name. */
+static const struct job_driver mirror_commit_driver = {
+    .job_type = "commit",
+    .instance_size = sizeof(struct mirror_job),
+    .run = mirror_run,
+    .complete = mirror_complete,
+    .cancel = mirror_cancel,
+    .change = mirror_change,
+    .prepare = mirror_prepare,
+    .clean = mirror_clean,
+    .status = mirror_status,
+    .free = mirror_free,
+};
+
 /* --- Start --------------------------------------------------------------- */
 
 /* The disk's top, read as a request would. */
@@ -813,33 +874,31 @@ static struct block_node *disk_top(struct disk *disk)
     return top;
 }
 
-struct job *mirror_start(struct job_list *list, struct disk *disk,
-                         const struct command *cmd, GError **errp)
-{
-    struct block_node *source = disk_top(disk);
-    struct mirror_target target;
+/* What the two entry points differ in. */
+struct mirror_setup {
+    const struct job_driver *driver;
+    enum command_sync sync;
+    enum job_error_policy on_source_error;
+    enum job_error_policy on_target_error;
+    struct block_node *commit_base;
+};
 
-    g_assert(cmd->verb == COMMAND_MIRROR);
-    /* Checked again by job_create, but before a target is created. */
-    struct job *existing = job_list_lookup(list, cmd->id, NULL);
-    if (existing) {
-        job_unref(existing);
-        g_set_error(errp, CHAINFS_ERROR, EEXIST, "job id '%s' is in use",
-                    cmd->id);
-        return NULL;
-    }
+/* Register, set up and start the job for an open target; on error the
+ * target is the caller's. */
+static struct job *mirror_create(struct job_list *list, struct disk *disk,
+                                 struct block_node *source,
+                                 const struct command *cmd,
+                                 const struct mirror_setup *setup,
+                                 struct mirror_target *target, GError **errp)
+{
     struct mirror_sizes sizes;
-    if (!mirror_target_open(source, cmd, &target, errp)) {
+
+    if (!mirror_choose_sizes(cmd, target->cluster_size, &sizes, errp)) {
         return NULL;
     }
-    if (!mirror_choose_sizes(cmd, target.cluster_size, &sizes, errp)) {
-        mirror_target_discard(&target);
-        return NULL;
-    }
-    struct job *job = job_create(list, &mirror_driver, cmd->id, disk->name,
+    struct job *job = job_create(list, setup->driver, cmd->id, disk->name,
                                  errp);
     if (!job) {
-        mirror_target_discard(&target);
         return NULL;
     }
 
@@ -851,9 +910,10 @@ struct job *mirror_start(struct job_list *list, struct disk *disk,
     m->disk = disk;
     m->source = source;
     m->size = source->size;
-    m->sync = cmd->sync;
-    m->on_source_error = cmd->on_source_error;
-    m->on_target_error = cmd->on_target_error;
+    m->sync = setup->sync;
+    m->on_source_error = setup->on_source_error;
+    m->on_target_error = setup->on_target_error;
+    m->commit_base = setup->commit_base;
     m->copy_mode = cmd->copy_mode;
     m->granularity = sizes.granularity;
     m->buf_size = sizes.buf_size;
@@ -863,10 +923,10 @@ struct job *mirror_start(struct job_list *list, struct disk *disk,
         m->copied_clusters = g_new0(uint64_t,
                                     m->size / m->target_cluster / 64 + 1);
     }
-    m->target = target.node;
-    m->target_backing_owned = target.backing_owned;
-    m->target_reads_zeros = target.reads_zeros;
-    m->target_zero_flags = target.node->backing ? 0 : BLOCK_ZERO_UNMAP;
+    m->target = target->node;
+    m->target_backing_owned = target->backing_owned;
+    m->target_reads_zeros = target->reads_zeros;
+    m->target_zero_flags = target->node->backing ? 0 : BLOCK_ZERO_UNMAP;
     m->dirty = dirty_bitmap_new(m->size, m->granularity);
     m->hook = (struct disk_write_hook){
         mirror_write_before, mirror_write_after, m,
@@ -884,4 +944,56 @@ struct job *mirror_start(struct job_list *list, struct disk *disk,
     job_set_speed(job, cmd->speed, NULL);
     job_start(job);
     return job;
+}
+
+struct job *mirror_start(struct job_list *list, struct disk *disk,
+                         const struct command *cmd, GError **errp)
+{
+    struct block_node *source = disk_top(disk);
+    struct mirror_target target;
+    const struct mirror_setup setup = {
+        .driver = &mirror_driver,
+        .sync = cmd->sync,
+        .on_source_error = cmd->on_source_error,
+        .on_target_error = cmd->on_target_error,
+    };
+
+    g_assert(cmd->verb == COMMAND_MIRROR);
+    /* Checked again by job_create, but before a target is created. */
+    struct job *existing = job_list_lookup(list, cmd->id, NULL);
+    if (existing) {
+        job_unref(existing);
+        g_set_error(errp, CHAINFS_ERROR, EEXIST, "job id '%s' is in use",
+                    cmd->id);
+        return NULL;
+    }
+    if (!mirror_target_open(source, cmd, &target, errp)) {
+        return NULL;
+    }
+    struct job *job = mirror_create(list, disk, source, cmd, &setup, &target,
+                                    errp);
+    if (!job) {
+        mirror_target_discard(&target);
+    }
+    return job;
+}
+
+struct job *mirror_start_commit(struct job_list *list, struct disk *disk,
+                                const struct command *cmd,
+                                struct block_node *base, GError **errp)
+{
+    struct block_node *source = disk_top(disk);
+    struct mirror_target target;
+    const struct mirror_setup setup = {
+        .driver = &mirror_commit_driver,
+        .sync = COMMAND_SYNC_FULL,
+        .on_source_error = cmd->on_error,
+        .on_target_error = cmd->on_error,
+        .commit_base = base,
+    };
+
+    g_assert(cmd->verb == COMMAND_COMMIT);
+    g_assert(!base->read_only && base->size >= source->size);
+    mirror_target_use_layer(base, &target);
+    return mirror_create(list, disk, source, cmd, &setup, &target, errp);
 }

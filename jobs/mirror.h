@@ -60,4 +60,16 @@ struct job *mirror_start(struct job_list *list, struct disk *disk,
                          const struct command *cmd, GError **errp)
     __attribute__((nonnull(1, 2, 3)));
 
+/* Active commit (jobs/commit.c): a mirror of the disk into base, one of
+ * its own backing layers, which the caller has reopened read-write and
+ * grown to at least the disk's size.  The initial copy is what the layers
+ * above base allocate; cmd (a COMMAND_COMMIT) gives id, speed and on-error
+ * (for both sides).  `complete` switches the disk to base (the layers
+ * above it close); otherwise the job reopens base read-only when it ends.
+ * On error (errp set) nothing changed and base is still read-write. */
+struct job *mirror_start_commit(struct job_list *list, struct disk *disk,
+                                const struct command *cmd,
+                                struct block_node *base, GError **errp)
+    __attribute__((nonnull(1, 2, 3, 4)));
+
 #endif
