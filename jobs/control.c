@@ -11,9 +11,11 @@
 
 #include "core/block.h"
 #include "jobs/command.h"
+#include "jobs/commit.h"
 #include "jobs/mirror.h"
 #include "jobs/path-policy.h"
 #include "jobs/snapshot.h"
+#include "jobs/stream.h"
 
 /* The last rejected command shown is cut to this many bytes. */
 #define LAST_ERROR_MAX_COMMAND 4096
@@ -52,8 +54,8 @@ struct job_type_entry {
 
 static const struct job_type_entry job_types[COMMAND__MAX] = {
     [COMMAND_MIRROR] = { mirror_start, COMMAND_KEY_TARGET },
-    [COMMAND_STREAM] = { NULL, COMMAND_KEY__MAX },
-    [COMMAND_COMMIT] = { NULL, COMMAND_KEY__MAX },
+    [COMMAND_STREAM] = { stream_start, COMMAND_KEY__MAX },
+    [COMMAND_COMMIT] = { commit_start, COMMAND_KEY__MAX },
 };
 
 /* Job ids that would clash with the files of .jobs/. */
@@ -220,6 +222,8 @@ static char *execute_start_job(struct command_context *c, GError **errp)
     const struct job_type_entry *type = &job_types[c->cmd->verb];
     struct command cmd = *c->cmd;
     g_autofree char *target = NULL;
+    g_autofree char *base = NULL;
+    g_autofree char *top = NULL;
     struct op_blocker *blocker;
     struct disk *disk;
     struct job *job;
@@ -254,6 +258,22 @@ static char *execute_start_job(struct command_context *c, GError **errp)
             return NULL;
         }
         cmd.target = target;
+    }
+    /* Layers are named as the writer spells them, relative to its working
+     * directory like every other path; the job matches them by file. */
+    if (cmd.base) {
+        base = path_policy_absolute("base", cmd.base, c->writer_pid, errp);
+        if (!base) {
+            return NULL;
+        }
+        cmd.base = base;
+    }
+    if (cmd.top) {
+        top = path_policy_absolute("top", cmd.top, c->writer_pid, errp);
+        if (!top) {
+            return NULL;
+        }
+        cmd.top = top;
     }
 
     pthread_mutex_lock(&c->ctl->lock);

@@ -180,8 +180,7 @@ static bool check_place(const struct path_policy *policy, GPtrArray *mounts,
            check_allowed(policy, key, path, errp);
 }
 
-/* value made absolute against the writer's working directory. */
-static char *absolute_path(const char *key, const char *value,
+char *path_policy_absolute(const char *key, const char *value,
                            pid_t writer_pid, GError **errp)
 {
     g_autofree char *link = NULL;
@@ -232,7 +231,7 @@ char *path_policy_resolve(const struct path_policy *policy, const char *key,
     g_autoptr(GPtrArray) mounts = chainfs_mounts(policy);
     struct stat st;
 
-    abs = absolute_path(key, value, writer_pid, errp);
+    abs = path_policy_absolute(key, value, writer_pid, errp);
     if (!abs) {
         return NULL;
     }

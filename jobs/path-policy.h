@@ -38,4 +38,11 @@ char *path_policy_resolve(const struct path_policy *policy, const char *key,
                           bool must_exist, GError **errp)
     __attribute__((nonnull(1, 2, 3)));
 
+/* value (of key) made absolute against the working directory of the
+ * process writer_pid, with no confinement: for paths that name layers the
+ * disk already uses (base=, top=). */
+char *path_policy_absolute(const char *key, const char *value,
+                           pid_t writer_pid, GError **errp)
+    __attribute__((nonnull(1, 2)));
+
 #endif

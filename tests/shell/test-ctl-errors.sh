@@ -65,8 +65,9 @@ ctl_error EACCES "inside the chainfs mount $tmpdir/mnt" $ctl snapshot disk=vm ov
 ctl_error EACCES "inside the chainfs mount" $ctl mirror id=m disk=vm target=$tmpdir/mnt/.jobs/t.qcow2
 
 # Not supported: ENOTSUP; read-only disk: EROFS.
-ctl_error ENOTSUP "stream: not implemented yet" $ctl stream id=s disk=vm
-ctl_error ENOTSUP "commit: not implemented yet" $ctl commit id=c disk=vm
+ctl_error ENOENT "not in the chain of disk 'vm'" $ctl stream id=s disk=vm base=$img/existing.qcow2
+ctl_error EINVAL "backing-file: needs base=" $ctl stream id=s disk=vm backing-file=x
+ctl_error EINVAL "is not below top" $ctl commit id=c disk=vm
 ctl_error ENOTSUP "format 'raw' is not supported" $ctl snapshot disk=vm overlay=$img/s.qcow2 format=raw
 ctl_error EROFS "disk 'ro' is read-only" $ctl snapshot disk=ro overlay=$img/s.qcow2
 

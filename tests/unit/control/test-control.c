@@ -241,8 +241,8 @@ static void test_errors(void **state)
                  "mode=existing", f->allowed);
     assert_fails(f, ENOTSUP, "snapshot disk=vm overlay=%s/n.qcow2 format=raw",
                  f->allowed);
-    assert_fails(f, ENOTSUP, "stream id=s disk=vm");
-    assert_fails(f, ENOTSUP, "commit id=c disk=vm");
+    assert_fails(f, EINVAL, "stream id=s disk=vm backing-file=x");
+    assert_fails(f, EINVAL, "commit id=c disk=vm");
     assert_fails(f, EINVAL, "mirror id=events disk=vm target=%s/t.qcow2",
                  f->allowed);
     assert_fails(f, ENOENT, "cancel nojob");
