@@ -12,7 +12,7 @@ packages=(
     libcmocka-dev                             # unit tests
     qemu-utils                                # qemu-img / qemu-io: test oracles
     util-linux coreutils diffutils            # mountpoint, fallocate, dd, cmp
-    clang fio                                 # fuzzing and benchmarks
+    clang libclang-rt-14-dev fio              # fuzzing (libFuzzer runtime), benchmarks
 )
 
 missing=()
