@@ -22,10 +22,8 @@
  * above it close), and otherwise clean reopens base read-only instead of
  * closing it.
  *
- * Locking: m->lock (pthread) protects the in-flight list, the work queue,
- * the counters of background operations and the pending error, and is
- * never held across I/O.  Lock order: job->lock is never taken while
- * m->lock is held; the bitmap's own lock nests inside m->lock.
+ * The state and the locking rules are in mirror-internal.h; operations in
+ * flight, the worker pool and the copy itself are in mirror-ops.c.
  */
 #include "jobs/mirror.h"
 
@@ -37,261 +35,8 @@
 
 #include "core/chain.h"
 #include "core/dirty-bitmap.h"
+#include "jobs/mirror-internal.h"
 #include "jobs/mirror-target.h"
-
-/* How long an idle ready mirror sleeps; guest writes and every event of
- * interest kick it sooner, so this is only a safety net. */
-#define MIRROR_IDLE_NS (10ull * 1000000000)
-
-/* One operation in flight: a background copy or a guest write. */
-struct mirror_op {
-    uint64_t offset;
-    uint64_t bytes;
-    bool is_guest_write;
-};
-
-struct mirror_job {
-    struct job common;                  /* first: the framework's part */
-
-    /* Set up before the job starts, then read-only. */
-    struct disk *disk;
-    struct block_node *source;          /* the disk's top at start */
-    struct block_node *target;          /* owned until the switch */
-    bool target_backing_owned;          /* target->backing opened by us */
-    enum command_sync sync;
-    enum job_error_policy on_source_error;
-    enum job_error_policy on_target_error;
-    uint64_t size;
-    uint64_t granularity;
-    uint64_t buf_size;
-    uint64_t max_op_bytes;
-    uint64_t target_cluster;            /* > granularity: copy it whole */
-    bool target_reads_zeros;            /* fresh and without backing */
-    int target_zero_flags;              /* UNMAP only without backing */
-    struct dirty_bitmap *dirty;
-    struct disk_write_hook hook;
-    struct block_node *commit_base;     /* active commit: the target is
-                                           this layer of the source chain */
-
-    int copy_mode;                      /* atomic enum job_copy_mode */
-    bool stopping;                      /* atomic: guest writes stop
-                                           copying to the target */
-
-    /* Only the job thread touches these. */
-    uint64_t *copied_clusters;          /* bit per target cluster, when
-                                           target_cluster > granularity */
-    uint64_t cursor;                    /* where the next search starts */
-    bool ready;
-    bool drained;                       /* holds the disk's drain */
-    bool hook_installed;
-    bool bitmap_attached;
-    bool switched;                      /* the disk now owns the target */
-    uint8_t *sync_buf;                  /* for copies under the drain */
-    size_t sync_buf_len;
-    pthread_t *workers;
-    unsigned n_workers;
-
-    pthread_mutex_t lock;
-    pthread_cond_t cond;                /* broadcast on every change below */
-    /* Protected by lock: */
-    GPtrArray *in_flight;               /* struct mirror_op * */
-    GQueue queue;                       /* background ops for the workers */
-    unsigned bg_ops;                    /* background ops not retired */
-    uint64_t bg_bytes;
-    bool workers_stop;
-    int pending_error;                  /* positive errno; 0 = none */
-    bool pending_error_is_read;
-};
-
-static struct mirror_job *mirror_of(struct job *job)
-{
-    return (struct mirror_job *)job;    /* common comes first */
-}
-
-static bool ranges_overlap(uint64_t a, uint64_t a_len, uint64_t b,
-                           uint64_t b_len)
-{
-    return a < b + b_len && b < a + a_len;
-}
-
-/* --- In-flight operations (m->lock) -------------------------------------- */
-
-static bool overlaps_in_flight_locked(struct mirror_job *m, uint64_t offset,
-                                      uint64_t bytes)
-{
-    for (unsigned i = 0; i < m->in_flight->len; i++) {
-        struct mirror_op *op = g_ptr_array_index(m->in_flight, i);
-        if (ranges_overlap(op->offset, op->bytes, offset, bytes)) {
-            return true;
-        }
-    }
-    return false;
-}
-
-/* Wait until nothing in flight overlaps op, then register it. */
-static void begin_op_locked(struct mirror_job *m, struct mirror_op *op)
-{
-    while (overlaps_in_flight_locked(m, op->offset, op->bytes)) {
-        pthread_cond_wait(&m->cond, &m->lock);
-    }
-    g_ptr_array_add(m->in_flight, op);
-}
-
-/* Keep the first error until the run loop applies the policy to it. */
-static void set_pending_error_locked(struct mirror_job *m, int error,
-                                     bool is_read)
-{
-    if (m->pending_error == 0) {
-        m->pending_error = error;
-        m->pending_error_is_read = is_read;
-    }
-}
-
-/* Retire op: on failure its range is dirty again, to be retried. */
-static void end_op(struct mirror_job *m, struct mirror_op *op, int ret,
-                   bool is_read)
-{
-    pthread_mutex_lock(&m->lock);
-    g_ptr_array_remove_fast(m->in_flight, op);
-    if (!op->is_guest_write) {
-        m->bg_ops--;
-        m->bg_bytes -= op->bytes;
-    }
-    if (ret < 0) {
-        dirty_bitmap_set(m->dirty, op->offset, op->bytes);
-        set_pending_error_locked(m, -ret, is_read);
-    }
-    pthread_cond_broadcast(&m->cond);
-    pthread_mutex_unlock(&m->lock);
-    job_kick(&m->common);
-}
-
-/* Wait until no background operation is in flight. */
-static void wait_for_background_ops(struct mirror_job *m)
-{
-    pthread_mutex_lock(&m->lock);
-    while (m->bg_ops > 0) {
-        pthread_cond_wait(&m->cond, &m->lock);
-    }
-    pthread_mutex_unlock(&m->lock);
-}
-
-/* --- Copying ------------------------------------------------------------- */
-
-/* Copy [offset, offset + bytes) from the source chain to the target, run
- * by run: data is read and written, ranges that read as zero are zeroed
- * (never written as data, so the target stays sparse).  buf holds bytes.
- * Returns 0 or a negative errno, with *is_read saying which side failed. */
-static int copy_range(struct mirror_job *m, uint64_t offset, uint64_t bytes,
-                      uint8_t *buf, bool *is_read)
-{
-    struct block_node *source = m->source;
-    struct block_node *target = m->target;
-    const uint64_t start = offset;
-    const uint64_t end = offset + bytes;
-    uint64_t copied = 0;
-    int ret = 0;
-
-    while (offset < end) {
-        uint64_t pnum;
-        int status = block_chain_status(source, offset, end - offset, &pnum);
-        if (status < 0) {
-            *is_read = true;
-            ret = status;
-            break;
-        }
-        pnum = MIN(pnum, end - offset);
-        if (status & BLOCK_STATUS_DATA) {
-            uint8_t *data = buf + (offset - start);
-            ret = source->driver->read(source, offset, pnum, data);
-            if (ret < 0) {
-                *is_read = true;
-                break;
-            }
-            ret = target->driver->write(target, offset, pnum, data);
-            copied += pnum;
-        } else {
-            ret = block_node_write_zeroes(target, offset, pnum,
-                                          m->target_zero_flags);
-        }
-        if (ret < 0) {
-            *is_read = false;
-            break;
-        }
-        offset += pnum;
-    }
-    job_progress_add_copied(&m->common, copied);
-    if (ret == 0) {
-        job_progress_add_offset(&m->common, bytes);
-    }
-    return ret;
-}
-
-/* Grow *buf to hold len bytes. */
-static uint8_t *buffer_for(uint8_t **buf, size_t *buf_len, size_t len)
-{
-    if (*buf_len < len) {
-        g_free(*buf);
-        *buf = g_malloc(len);
-        *buf_len = len;
-    }
-    return *buf;
-}
-
-static void *mirror_worker(void *opaque)
-{
-    struct mirror_job *m = opaque;
-    uint8_t *buf = NULL;
-    size_t buf_len = 0;
-
-    pthread_mutex_lock(&m->lock);
-    for (;;) {
-        while (g_queue_is_empty(&m->queue) && !m->workers_stop) {
-            pthread_cond_wait(&m->cond, &m->lock);
-        }
-        struct mirror_op *op = g_queue_pop_head(&m->queue);
-        if (!op) {
-            break;
-        }
-        pthread_mutex_unlock(&m->lock);
-
-        bool is_read = false;
-        int ret = copy_range(m, op->offset, op->bytes,
-                             buffer_for(&buf, &buf_len, op->bytes), &is_read);
-        end_op(m, op, ret, is_read);
-        g_free(op);
-        pthread_mutex_lock(&m->lock);
-    }
-    pthread_mutex_unlock(&m->lock);
-    g_free(buf);
-    return NULL;
-}
-
-static void start_workers(struct mirror_job *m)
-{
-    unsigned n = MAX(1, MIN(MIRROR_MAX_IN_FLIGHT,
-                            m->buf_size / m->max_op_bytes));
-    m->workers = g_new0(pthread_t, n);
-    for (unsigned i = 0; i < n; i++) {
-        if (pthread_create(&m->workers[i], NULL, mirror_worker, m) != 0) {
-            break;      /* fewer workers only means less parallelism */
-        }
-        m->n_workers++;
-    }
-}
-
-static void stop_workers(struct mirror_job *m)
-{
-    pthread_mutex_lock(&m->lock);
-    m->workers_stop = true;
-    pthread_cond_broadcast(&m->cond);
-    pthread_mutex_unlock(&m->lock);
-    for (unsigned i = 0; i < m->n_workers; i++) {
-        pthread_join(m->workers[i], NULL);
-    }
-    g_clear_pointer(&m->workers, g_free);
-    m->n_workers = 0;
-}
 
 /* Take the next dirty area (from the cursor, wrapping around), widened to
  * whole target clusters the first time a cluster is touched. */
@@ -382,7 +127,7 @@ static int issue_copy(struct mirror_job *m)
     pthread_mutex_lock(&m->lock);
     m->bg_ops++;
     m->bg_bytes += bytes;
-    begin_op_locked(m, op);
+    mirror_begin_op_locked(m, op);
     g_queue_push_tail(&m->queue, op);
     pthread_cond_broadcast(&m->cond);
     pthread_mutex_unlock(&m->lock);
@@ -403,7 +148,7 @@ static void *mirror_write_before(void *opaque, uint64_t offset, uint64_t len)
     struct mirror_op *op = g_new(struct mirror_op, 1);
     *op = (struct mirror_op){ offset, len, true };
     pthread_mutex_lock(&m->lock);
-    begin_op_locked(m, op);
+    mirror_begin_op_locked(m, op);
     pthread_mutex_unlock(&m->lock);
     return op;
 }
@@ -445,7 +190,7 @@ static void mirror_write_after(void *opaque, void *cookie, uint64_t offset,
             job_progress_add_copied(&m->common, buf ? len : 0);
         }
     }
-    end_op(m, op, target_ret, false);
+    mirror_end_op(m, op, target_ret, false);
     g_free(op);
 }
 
@@ -588,7 +333,7 @@ static int handle_pending_error(struct mirror_job *m, GError **errp)
     case JOB_ERROR_ACTION_STOP:
         /* Stop as a whole: what was in flight ends first, and its errors
          * are part of this stop rather than further ones. */
-        wait_for_background_ops(m);
+        mirror_wait_for_background_ops(m);
         pthread_mutex_lock(&m->lock);
         m->pending_error = 0;
         pthread_mutex_unlock(&m->lock);
@@ -607,7 +352,7 @@ static int final_sync(struct mirror_job *m)
     bool is_read = false;
     int ret = 0;
 
-    wait_for_background_ops(m);
+    mirror_wait_for_background_ops(m);
     pthread_mutex_lock(&m->lock);
     bool error_pending = m->pending_error != 0;
     pthread_mutex_unlock(&m->lock);
@@ -620,8 +365,8 @@ static int final_sync(struct mirror_job *m)
         if (job_is_cancelled(&m->common)) {
             return -ECANCELED;
         }
-        uint8_t *buf = buffer_for(&m->sync_buf, &m->sync_buf_len, bytes);
-        ret = copy_range(m, offset, bytes, buf, &is_read);
+        uint8_t *buf = mirror_buffer_for(&m->sync_buf, &m->sync_buf_len, bytes);
+        ret = mirror_copy_range(m, offset, bytes, buf, &is_read);
         if (ret < 0) {
             dirty_bitmap_set(m->dirty, offset, bytes);
         }
@@ -637,7 +382,7 @@ static int final_sync(struct mirror_job *m)
     disk_drain_end(m->disk);
     m->drained = false;
     pthread_mutex_lock(&m->lock);
-    set_pending_error_locked(m, -ret, is_read);
+    mirror_set_pending_error_locked(m, -ret, is_read);
     pthread_mutex_unlock(&m->lock);
     return -EAGAIN;
 }
@@ -656,7 +401,7 @@ static int mirror_loop(struct mirror_job *m, GError **errp)
             return -ECANCELED;
         }
         if (pause_requested(job)) {
-            wait_for_background_ops(m);
+            mirror_wait_for_background_ops(m);
             if (job_pause_point(job)) {
                 return -ECANCELED;
             }
@@ -698,13 +443,13 @@ static int mirror_run(struct job *job, GError **errp)
 
     mark_initial_dirty(m);
     update_progress(m);
-    start_workers(m);
+    mirror_start_workers(m);
     int ret = mirror_loop(m, errp);
     /* From here on guest writes leave the target alone; what is still in
      * flight ends before the target may be closed. */
     __atomic_store_n(&m->stopping, true, __ATOMIC_RELEASE);
-    wait_for_background_ops(m);
-    stop_workers(m);
+    mirror_wait_for_background_ops(m);
+    mirror_stop_workers(m);
     return ret;
 }
 

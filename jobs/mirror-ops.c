@@ -1,0 +1,186 @@
+/* chainfs: the mirror job's operations in flight, its worker pool and
+ * the copy itself (see mirror-internal.h for the locking rules). */
+#include <errno.h>
+
+#include "core/chain.h"
+#include "jobs/mirror.h"
+#include "jobs/mirror-internal.h"
+
+/* --- In-flight operations (m->lock) -------------------------------------- */
+
+bool mirror_overlaps_in_flight_locked(struct mirror_job *m, uint64_t offset,
+                                      uint64_t bytes)
+{
+    for (unsigned i = 0; i < m->in_flight->len; i++) {
+        struct mirror_op *op = g_ptr_array_index(m->in_flight, i);
+        if (mirror_ranges_overlap(op->offset, op->bytes, offset, bytes)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Wait until nothing in flight overlaps op, then register it. */
+void mirror_begin_op_locked(struct mirror_job *m, struct mirror_op *op)
+{
+    while (mirror_overlaps_in_flight_locked(m, op->offset, op->bytes)) {
+        pthread_cond_wait(&m->cond, &m->lock);
+    }
+    g_ptr_array_add(m->in_flight, op);
+}
+
+/* Keep the first error until the run loop applies the policy to it. */
+void mirror_set_pending_error_locked(struct mirror_job *m, int error,
+                                     bool is_read)
+{
+    if (m->pending_error == 0) {
+        m->pending_error = error;
+        m->pending_error_is_read = is_read;
+    }
+}
+
+/* Retire op: on failure its range is dirty again, to be retried. */
+void mirror_end_op(struct mirror_job *m, struct mirror_op *op, int ret,
+                   bool is_read)
+{
+    pthread_mutex_lock(&m->lock);
+    g_ptr_array_remove_fast(m->in_flight, op);
+    if (!op->is_guest_write) {
+        m->bg_ops--;
+        m->bg_bytes -= op->bytes;
+    }
+    if (ret < 0) {
+        dirty_bitmap_set(m->dirty, op->offset, op->bytes);
+        mirror_set_pending_error_locked(m, -ret, is_read);
+    }
+    pthread_cond_broadcast(&m->cond);
+    pthread_mutex_unlock(&m->lock);
+    job_kick(&m->common);
+}
+
+/* Wait until no background operation is in flight. */
+void mirror_wait_for_background_ops(struct mirror_job *m)
+{
+    pthread_mutex_lock(&m->lock);
+    while (m->bg_ops > 0) {
+        pthread_cond_wait(&m->cond, &m->lock);
+    }
+    pthread_mutex_unlock(&m->lock);
+}
+
+/* --- Copying ------------------------------------------------------------- */
+
+/* Copy [offset, offset + bytes) from the source chain to the target, run
+ * by run: data is read and written, ranges that read as zero are zeroed
+ * (never written as data, so the target stays sparse).  buf holds bytes.
+ * Returns 0 or a negative errno, with *is_read saying which side failed. */
+int mirror_copy_range(struct mirror_job *m, uint64_t offset, uint64_t bytes,
+                      uint8_t *buf, bool *is_read)
+{
+    struct block_node *source = m->source;
+    struct block_node *target = m->target;
+    const uint64_t start = offset;
+    const uint64_t end = offset + bytes;
+    uint64_t copied = 0;
+    int ret = 0;
+
+    while (offset < end) {
+        uint64_t pnum;
+        int status = block_chain_status(source, offset, end - offset, &pnum);
+        if (status < 0) {
+            *is_read = true;
+            ret = status;
+            break;
+        }
+        pnum = MIN(pnum, end - offset);
+        if (status & BLOCK_STATUS_DATA) {
+            uint8_t *data = buf + (offset - start);
+            ret = source->driver->read(source, offset, pnum, data);
+            if (ret < 0) {
+                *is_read = true;
+                break;
+            }
+            ret = target->driver->write(target, offset, pnum, data);
+            copied += pnum;
+        } else {
+            ret = block_node_write_zeroes(target, offset, pnum,
+                                          m->target_zero_flags);
+        }
+        if (ret < 0) {
+            *is_read = false;
+            break;
+        }
+        offset += pnum;
+    }
+    job_progress_add_copied(&m->common, copied);
+    if (ret == 0) {
+        job_progress_add_offset(&m->common, bytes);
+    }
+    return ret;
+}
+
+/* Grow *buf to hold len bytes. */
+uint8_t *mirror_buffer_for(uint8_t **buf, size_t *buf_len, size_t len)
+{
+    if (*buf_len < len) {
+        g_free(*buf);
+        *buf = g_malloc(len);
+        *buf_len = len;
+    }
+    return *buf;
+}
+
+static void *mirror_worker(void *opaque)
+{
+    struct mirror_job *m = opaque;
+    uint8_t *buf = NULL;
+    size_t buf_len = 0;
+
+    pthread_mutex_lock(&m->lock);
+    for (;;) {
+        while (g_queue_is_empty(&m->queue) && !m->workers_stop) {
+            pthread_cond_wait(&m->cond, &m->lock);
+        }
+        struct mirror_op *op = g_queue_pop_head(&m->queue);
+        if (!op) {
+            break;
+        }
+        pthread_mutex_unlock(&m->lock);
+
+        bool is_read = false;
+        int ret = mirror_copy_range(m, op->offset, op->bytes,
+                             mirror_buffer_for(&buf, &buf_len, op->bytes), &is_read);
+        mirror_end_op(m, op, ret, is_read);
+        g_free(op);
+        pthread_mutex_lock(&m->lock);
+    }
+    pthread_mutex_unlock(&m->lock);
+    g_free(buf);
+    return NULL;
+}
+
+void mirror_start_workers(struct mirror_job *m)
+{
+    unsigned n = MAX(1, MIN(MIRROR_MAX_IN_FLIGHT,
+                            m->buf_size / m->max_op_bytes));
+    m->workers = g_new0(pthread_t, n);
+    for (unsigned i = 0; i < n; i++) {
+        if (pthread_create(&m->workers[i], NULL, mirror_worker, m) != 0) {
+            break;      /* fewer workers only means less parallelism */
+        }
+        m->n_workers++;
+    }
+}
+
+void mirror_stop_workers(struct mirror_job *m)
+{
+    pthread_mutex_lock(&m->lock);
+    m->workers_stop = true;
+    pthread_cond_broadcast(&m->cond);
+    pthread_mutex_unlock(&m->lock);
+    for (unsigned i = 0; i < m->n_workers; i++) {
+        pthread_join(m->workers[i], NULL);
+    }
+    g_clear_pointer(&m->workers, g_free);
+    m->n_workers = 0;
+}
