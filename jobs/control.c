@@ -132,30 +132,37 @@ static struct disk *find_disk_to_change(struct command_context *c,
     return disk;
 }
 
-/* EBUSY if (dev, ino) is a layer of a disk's chain. */
-static bool check_not_a_layer(struct control *ctl, const char *path,
-                              dev_t dev, ino_t ino, GError **errp)
+/* Whether a layer of disk's chain is the file (dev, ino). */
+static bool chain_has_file(struct disk *disk, dev_t dev, ino_t ino)
 {
-    bool ok = true;
+    bool found = false;
+    struct stat st;
 
-    for (guint i = 0; i < ctl->disks->len && ok; i++) {
+    pthread_rwlock_rdlock(&disk->io_lock);
+    for (struct block_node *node = disk->top; node && !found;
+         node = node->backing) {
+        found = fstat(node->fd, &st) == 0 && st.st_dev == dev &&
+                st.st_ino == ino;
+    }
+    pthread_rwlock_unlock(&disk->io_lock);
+    return found;
+}
+
+/* EBUSY if (dev, ino) is a layer of a disk other than except (NULL: any). */
+static bool check_not_a_layer(struct control *ctl, const char *path,
+                              dev_t dev, ino_t ino, const struct disk *except,
+                              GError **errp)
+{
+    for (guint i = 0; i < ctl->disks->len; i++) {
         struct disk *disk = g_ptr_array_index(ctl->disks, i);
 
-        pthread_rwlock_rdlock(&disk->io_lock);
-        for (struct block_node *node = disk->top; node && ok;
-             node = node->backing) {
-            struct stat st;
-
-            if (fstat(node->fd, &st) == 0 && st.st_dev == dev &&
-                st.st_ino == ino) {
-                g_set_error(errp, CHAINFS_ERROR, EBUSY,
-                            "%s is a layer of disk '%s'", path, disk->name);
-                ok = false;
-            }
+        if (disk != except && chain_has_file(disk, dev, ino)) {
+            g_set_error(errp, CHAINFS_ERROR, EBUSY,
+                        "%s is a layer of disk '%s'", path, disk->name);
+            return false;
         }
-        pthread_rwlock_unlock(&disk->io_lock);
     }
-    return ok;
+    return true;
 }
 
 /* Resolve the file a command writes (key's value): allowed, and existing
@@ -193,7 +200,39 @@ static bool check_not_in_use_locked(struct command_context *c,
     }
     return blocker_check_file(c->ctl->blockers, st.st_dev, st.st_ino, path,
                               BLOCKER_USE_WRITE, errp) &&
-           check_not_a_layer(c->ctl, path, st.st_dev, st.st_ino, errp);
+           check_not_a_layer(c->ctl, path, st.st_dev, st.st_ino, NULL,
+                             errp);
+}
+
+/* A commit writes into its base: no other disk may read that layer, or
+ * its guest would see data change under it.  base NULL: the bottom of the
+ * disk's chain.  A base that is not in the chain is left to the job to
+ * refuse. */
+static bool check_commit_base_unshared(struct control *ctl, struct disk *disk,
+                                       const char *base, GError **errp)
+{
+    g_autofree char *path = NULL;
+    struct stat st;
+    int ret;
+
+    if (base) {
+        path = g_strdup(base);
+        ret = stat(base, &st);
+        if (ret == 0 && !chain_has_file(disk, st.st_dev, st.st_ino)) {
+            return true;
+        }
+    } else {
+        struct block_node *bottom;
+
+        pthread_rwlock_rdlock(&disk->io_lock);
+        for (bottom = disk->top; bottom->backing; bottom = bottom->backing) {
+        }
+        path = g_strdup(bottom->filename);
+        ret = fstat(bottom->fd, &st);
+        pthread_rwlock_unlock(&disk->io_lock);
+    }
+    return ret < 0 ||
+           check_not_a_layer(ctl, path, st.st_dev, st.st_ino, disk, errp);
 }
 
 /* ---- commands ---- */
@@ -277,7 +316,9 @@ static char *execute_start_job(struct command_context *c, GError **errp)
     }
 
     pthread_mutex_lock(&c->ctl->lock);
-    job = check_not_in_use_locked(c, disk, target, errp)
+    job = check_not_in_use_locked(c, disk, target, errp) &&
+          (cmd.verb != COMMAND_COMMIT ||
+           check_commit_base_unshared(c->ctl, disk, cmd.base, errp))
         ? type->start(c->ctl->jobs, disk, &cmd, errp) : NULL;
     if (job) {
         blocker = job_blocker(disk, cmd.id, target);
