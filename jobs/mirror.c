@@ -196,61 +196,48 @@ static void mirror_write_after(void *opaque, void *cookie, uint64_t offset,
 
 /* --- The run loop -------------------------------------------------------- */
 
-/* Active commit: mark what the layers above the base allocate. */
-static void mark_allocated_above_base(struct mirror_job *m)
+/* Whether the initial copy must do the run starting at offset: 1 yes,
+ * 0 no, or a negative errno; *pnum as for block_status.  Active commit:
+ * what the layers above base allocate; sync=full: what the guest sees as
+ * data; sync=top: what the top layer allocates. */
+static int initial_run_status(struct mirror_job *m, uint64_t offset,
+                              uint64_t *pnum)
 {
-    for (uint64_t offset = 0; offset < m->size;) {
-        uint64_t pnum;
-        int status = chain_is_allocated_above(m->source, m->commit_base,
-                                              offset, m->size - offset,
-                                              &pnum);
-        if (status < 0) {
-            dirty_bitmap_set(m->dirty, offset, m->size - offset);
-            return;
-        }
-        pnum = MIN(MAX(pnum, 1), m->size - offset);
-        if (status) {
-            dirty_bitmap_set(m->dirty, offset, pnum);
-        }
-        offset += pnum;
-        if (job_is_cancelled(&m->common)) {
-            return;
-        }
+    uint64_t len = m->size - offset;
+    int status;
+
+    if (m->commit_base) {
+        return chain_is_allocated_above(m->source, m->commit_base, offset,
+                                        len, pnum);
     }
+    if (m->sync == COMMAND_SYNC_FULL) {
+        status = block_chain_status(m->source, offset, len, pnum);
+        return status < 0 ? status : !!(status & BLOCK_STATUS_DATA);
+    }
+    status = m->source->driver->block_status(m->source, offset, len, pnum);
+    return status < 0 ? status : !!(status & BLOCK_STATUS_ALLOCATED);
 }
 
-/* Mark what the initial copy must do (sync=full: everything the guest sees
- * that the target does not already read; sync=top: what the top layer
- * allocates; sync=none: nothing).  A status error marks everything from
- * there on: the copy then reports the read error through the policy. */
+/* Mark what the initial copy must do (sync=none: nothing; sync=full onto
+ * a target that does not read zeros: everything).  A status error marks
+ * everything from there on: the copy then reports the read error through
+ * the policy. */
 static void mark_initial_dirty(struct mirror_job *m)
 {
-    if (m->commit_base) {
-        mark_allocated_above_base(m);
-        return;
-    }
-    if (m->sync == COMMAND_SYNC_NONE) {
-        return;
-    }
-    if (m->sync == COMMAND_SYNC_FULL && !m->target_reads_zeros) {
-        dirty_bitmap_set_all(m->dirty);
-        return;
+    if (!m->commit_base) {
+        if (m->sync == COMMAND_SYNC_NONE) {
+            return;
+        }
+        if (m->sync == COMMAND_SYNC_FULL && !m->target_reads_zeros) {
+            dirty_bitmap_set_all(m->dirty);
+            return;
+        }
     }
     for (uint64_t offset = 0; offset < m->size;) {
         uint64_t pnum;
-        int status;
-        bool dirty;
+        int dirty = initial_run_status(m, offset, &pnum);
 
-        if (m->sync == COMMAND_SYNC_FULL) {
-            status = block_chain_status(m->source, offset, m->size - offset,
-                                        &pnum);
-            dirty = status & BLOCK_STATUS_DATA;
-        } else {
-            status = m->source->driver->block_status(m->source, offset,
-                                                     m->size - offset, &pnum);
-            dirty = status & BLOCK_STATUS_ALLOCATED;
-        }
-        if (status < 0) {
+        if (dirty < 0) {
             dirty_bitmap_set(m->dirty, offset, m->size - offset);
             return;
         }
