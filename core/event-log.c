@@ -1,5 +1,6 @@
 /* chainfs: the append-only event log (see event-log.h). */
 #include "core/event-log.h"
+#include "core/deadline.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -219,18 +220,10 @@ size_t event_log_read(struct event_log *log, uint64_t offset, size_t len,
 uint64_t event_log_wait(struct event_log *log, uint64_t size,
                         int64_t timeout_us)
 {
-    struct timespec deadline;
+    struct timespec deadline = deadline_after_us(timeout_us > 0 ? timeout_us
+                                                                : 0);
     uint64_t now_size;
 
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    if (timeout_us > 0) {
-        deadline.tv_sec += timeout_us / G_USEC_PER_SEC;
-        deadline.tv_nsec += (timeout_us % G_USEC_PER_SEC) * 1000;
-        if (deadline.tv_nsec >= 1000000000) {
-            deadline.tv_sec++;
-            deadline.tv_nsec -= 1000000000;
-        }
-    }
     pthread_mutex_lock(&log->lock);
     while (log->size <= size && timeout_us != 0) {
         if (timeout_us < 0) {

@@ -11,6 +11,7 @@
 
 #include "core/block.h"
 #include "core/blocker.h"
+#include "core/deadline.h"
 #include "core/event-log.h"
 #include "jobs/job-internal.h"
 
@@ -588,19 +589,9 @@ bool job_pause_point(struct job *job)
 
 bool job_sleep_ns(struct job *job, uint64_t ns)
 {
-    struct timespec deadline;
-
     if (ns > 0) {
-        clock_gettime(CLOCK_MONOTONIC, &deadline);
-        if (ns > (uint64_t)INT32_MAX * 1000000000ull) {
-            ns = (uint64_t)INT32_MAX * 1000000000ull;
-        }
-        deadline.tv_sec += ns / 1000000000ull;
-        deadline.tv_nsec += ns % 1000000000ull;
-        if (deadline.tv_nsec >= 1000000000) {
-            deadline.tv_sec++;
-            deadline.tv_nsec -= 1000000000;
-        }
+        struct timespec deadline = deadline_after_ns(ns);
+
         /* A kick since the last sleep returned counts too: the run loop
          * may have checked its condition just before that kick. */
         pthread_mutex_lock(&job->lock);
@@ -740,18 +731,10 @@ enum job_state job_get_state(struct job *job)
 bool job_wait_for_state(struct job *job, enum job_state state,
                         int64_t timeout_us)
 {
-    struct timespec deadline;
+    struct timespec deadline = deadline_after_us(timeout_us > 0 ? timeout_us
+                                                                : 0);
     bool reached;
 
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    if (timeout_us > 0) {
-        deadline.tv_sec += timeout_us / G_USEC_PER_SEC;
-        deadline.tv_nsec += (timeout_us % G_USEC_PER_SEC) * 1000;
-        if (deadline.tv_nsec >= 1000000000) {
-            deadline.tv_sec++;
-            deadline.tv_nsec -= 1000000000;
-        }
-    }
     pthread_mutex_lock(&job->lock);
     while (job->state != state && job->state < JOB_STATE_CONCLUDED &&
            timeout_us != 0) {
