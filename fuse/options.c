@@ -459,5 +459,14 @@ bool options_parse(struct options *opts, int argc, char **argv,
     if (!opts->allow_dirs_given) {
         add_default_allow_dirs(opts);
     }
+    /* A read-only mount must not leave the images writable underneath:
+     * -o ro makes every disk read-only, as read-only=on would. */
+    g_autofree char *ro = options_fuse_option(opts, "ro");
+    if (ro) {
+        for (guint i = 0; i < opts->disks->len; i++) {
+            struct disk_spec *spec = g_ptr_array_index(opts->disks, i);
+            spec->read_only = true;
+        }
+    }
     return true;
 }

@@ -104,7 +104,7 @@ static void test_every_option(void **state)
                       "-d", "a=f1,format=qcow2,read-only=on",
                       "--disk", "b=f2,read-only=off,format=raw",
                       "--disk=c=f3",
-                      "-f", "-o", "allow_other", "-o", "ro,fsname=x",
+                      "-f", "-o", "allow_other", "-o", "noatime,fsname=x",
                       "--allow-dir", dir, "--threads", "4", "/mnt", NULL));
     assert_int_equal(opts.disks->len, 3);
     assert_string_equal(disk_at(&opts, 0)->name, "a");
@@ -117,7 +117,7 @@ static void test_every_option(void **state)
     assert_string_equal(disk_at(&opts, 2)->name, "c");
     assert_string_equal(disk_at(&opts, 2)->filename, "f3");
     assert_true(opts.foreground);
-    assert_string_equal(opts.fuse_options, "allow_other,ro,fsname=x");
+    assert_string_equal(opts.fuse_options, "allow_other,noatime,fsname=x");
     assert_true(options_allow_other(&opts));
     assert_true(opts.allow_dirs_given);
     assert_int_equal(opts.allow_dirs->len, 1);
@@ -169,6 +169,7 @@ static void test_fuse_option_values(void **state)
     assert_null(prefix);
     assert_string_equal(opts.fuse_options,
                         "max_read=4096,ro,max_read=65536,max_readx=1");
+    assert_true(disk_at(&opts, 0)->read_only);  /* -o ro: every disk */
     options_clear(&opts);
 }
 
