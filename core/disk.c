@@ -372,6 +372,7 @@ int disk_remove_layers_drained(struct disk *disk, struct block_node *above,
     struct block_node *node = above->backing;
     int first_error = 0;
 
+    __atomic_add_fetch(&disk->chain_generation, 1, __ATOMIC_RELEASE);
     above->backing = below;
     while (node && node != below) {
         struct block_node *backing = node->backing;
@@ -397,12 +398,18 @@ static bool chain_contains(struct block_node *top, struct block_node *node)
     return false;
 }
 
+uint64_t disk_chain_generation(struct disk *disk)
+{
+    return __atomic_load_n(&disk->chain_generation, __ATOMIC_ACQUIRE);
+}
+
 int disk_switch_top_drained(struct disk *disk, struct block_node *new_top)
 {
     struct block_node *old = disk->top;
     int first_error = 0;
     unsigned depth = 0;
 
+    __atomic_add_fetch(&disk->chain_generation, 1, __ATOMIC_RELEASE);
     disk->top = new_top;
     for (struct block_node *node = new_top; node; node = node->backing) {
         node->depth = depth++;

@@ -62,6 +62,8 @@ struct disk {
                                    owned; changed only while drained */
     GPtrArray *read_hooks;      /* const struct disk_read_hook *, as
                                    write_hooks */
+
+    uint64_t chain_generation;  /* atomic; bumped by every chain change */
 };
 
 /* Take ownership of the chain under top. */
@@ -96,6 +98,10 @@ int disk_allocated_bytes(struct disk *disk, uint64_t *bytes);
  * 'NAME'". */
 struct block_node *disk_find_layer(struct disk *disk, const char *path,
                                    GError **errp);
+
+/* A number that changes whenever the chain does (switch, layers removed),
+ * for callers that cache what they derived from the chain. */
+uint64_t disk_chain_generation(struct disk *disk);
 
 /* Lines "DEPTH FORMAT VIRTUAL_SIZE PATH\n", top first (.chains/NAME). */
 char *disk_describe_chain(struct disk *disk);

@@ -125,17 +125,14 @@ static void note_write(struct disk_file *file)
     __atomic_store_n(&file->mtime_ns, now_ns(), __ATOMIC_RELAXED);
 }
 
-void disk_file_invalidate(struct disk_file *file)
-{
-    __atomic_add_fetch(&file->write_generation, 1, __ATOMIC_RELEASE);
-}
-
 int disk_file_allocated_bytes(struct disk_file *file, uint64_t *bytes)
 {
-    /* Read the generation before walking the chain: a write that lands
-     * during the walk bumps it, so the next call walks again. */
+    /* Read the generation before walking the chain: a write or a job's
+     * chain switch during the walk bumps it, so the next call walks again.
+     * Both counters only grow, so their sum changes whenever either does. */
     uint64_t generation = __atomic_load_n(&file->write_generation,
-                                          __ATOMIC_ACQUIRE);
+                                          __ATOMIC_ACQUIRE) +
+                          disk_chain_generation(file->disk);
     uint64_t walked;
     int ret;
 

@@ -28,9 +28,6 @@ struct disk *disk_file_disk(struct disk_file *file) __attribute__((nonnull));
 int disk_file_allocated_bytes(struct disk_file *file, uint64_t *bytes)
     __attribute__((nonnull));
 
-/* Forget the cached allocation, e.g. after the chain changed. */
-void disk_file_invalidate(struct disk_file *file) __attribute__((nonnull));
-
 /* Time of the last write (st_mtime), or of the mount if none. */
 struct timespec disk_file_mtime(struct disk_file *file)
     __attribute__((nonnull));
