@@ -3,9 +3,11 @@
  * and growing the virtual size.
  *
  * Cluster 0 holds the header, the header extensions and the backing file
- * name.  Rewrites build the whole new content of cluster 0 in memory and
- * write it with one pwrite at offset 0, which is what QEMU relies on for
- * atomicity; single header fields are updated with one small pwrite.
+ * name.  A backing rewrite builds the new content of cluster 0 in memory,
+ * writes the new name where the old header does not point, then commits
+ * with one 512-byte write of sector 0 (write_cluster0 names the rare
+ * layouts where it cannot); single header fields are updated with one
+ * small pwrite.
  */
 #include <endian.h>
 #include <errno.h>
