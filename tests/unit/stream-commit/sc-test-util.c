@@ -242,3 +242,30 @@ void writer_stop(struct writer *w)
     __atomic_store_n(&w->stop, true, __ATOMIC_RELEASE);
     pthread_join(w->thread, NULL);
 }
+
+void free_paths(char **paths, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) {
+        g_free(paths[i]);
+    }
+}
+
+void check_after_job(struct fixture *f, struct disk *disk,
+                     const uint8_t *model, uint64_t size, char **paths,
+                     unsigned n)
+{
+    assert_disk_equals(disk, model, size);
+    assert_int_equal(disk_flush(disk), 0);  /* qemu-img reads the files */
+    assert_chain_matches_qemu(disk);
+    if (!have_qemu_img()) {
+        return;
+    }
+    g_autofree char *ref = path_in(f, "ref.raw");
+    write_raw_file(ref, model, size);
+    assert_qemu_img_compare(ref, disk->top->filename);
+    for (unsigned i = 0; i < n; i++) {
+        if (g_str_has_suffix(paths[i], ".qcow2")) {
+            assert_qemu_img_check(paths[i]);
+        }
+    }
+}

@@ -43,6 +43,16 @@ void assert_chain_matches_qemu(struct disk *disk);
 /* Write model to a raw file at path (an oracle for qemu-img compare). */
 void write_raw_file(const char *path, const uint8_t *model, uint64_t size);
 
+/* Free the first n strings of paths (an array of a test's image paths). */
+void free_paths(char **paths, unsigned n);
+
+/* After a job: the disk reads the model, qemu-img agrees on the chain, the
+ * disk's top compares equal to the model and every qcow2 image in paths
+ * passes qemu-img check. */
+void check_after_job(struct fixture *f, struct disk *disk,
+                     const uint8_t *model, uint64_t size, char **paths,
+                     unsigned n);
+
 /* A thread writing random patterns in [start, end) of a disk, into its
  * own model, until stopped (at least min_writes writes). */
 struct writer {

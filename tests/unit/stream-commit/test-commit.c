@@ -42,37 +42,6 @@ static struct disk *three_layers(struct fixture *f, uint8_t *model,
     return open_disk(paths[2]);
 }
 
-static void free_paths(char **paths, unsigned n)
-{
-    for (unsigned i = 0; i < n; i++) {
-        g_free(paths[i]);
-    }
-}
-
-static void check_after(struct fixture *f, struct disk *disk,
-                        const uint8_t *model, char **paths, unsigned n)
-{
-    assert_disk_equals(disk, model, SIZE);
-    assert_int_equal(disk_flush(disk), 0);  /* qemu-img reads the files */
-    assert_chain_matches_qemu(disk);
-    if (!have_qemu_img()) {
-        return;
-    }
-    g_autofree char *ref = path_in(f, "ref.raw");
-    write_raw_file(ref, model, SIZE);
-    g_autofree char *chain = disk_describe_chain(disk);
-    g_autofree char *top = g_strndup(chain + strlen("0 qcow2 ") +
-                                     strcspn(chain + strlen("0 qcow2 "),
-                                             " ") + 1,
-                                     strcspn(chain, "\n") -
-                                     strcspn(chain + strlen("0 qcow2 "),
-                                             " ") - strlen("0 qcow2 ") - 1);
-    assert_qemu_img_compare(ref, top);
-    for (unsigned i = 0; i < n; i++) {
-        assert_qemu_img_check(paths[i]);
-    }
-}
-
 /* The fd of path in this process is open read-only. */
 static void assert_fd_read_only(const char *path)
 {
@@ -101,7 +70,7 @@ static void test_intermediate_default_base(void **state)
         "0 qcow2 %llu %s\n1 qcow2 %llu %s\n", (unsigned long long)SIZE,
         paths[2], (unsigned long long)SIZE, paths[0]);
     assert_string_equal(chain, expected);
-    check_after(f, disk, model, paths, 3);
+    check_after_job(f, disk, model, SIZE, paths, 3);
     assert_fd_read_only(paths[0]);
     assert_int_equal(fd_of(paths[1]), -1);      /* closed */
     if (have_qemu_img()) {
@@ -154,7 +123,7 @@ static void test_intermediate_middle_backing_file(void **state)
         (unsigned long long)SIZE, paths[3], (unsigned long long)SIZE,
         paths[1], (unsigned long long)SIZE, paths[0]);
     assert_string_equal(chain, expected);
-    check_after(f, disk, model, paths, 4);
+    check_after_job(f, disk, model, SIZE, paths, 4);
     if (have_qemu_img()) {
         g_autofree char *backing = qemu_img_backing_file(paths[3]);
         assert_string_equal(backing, "m1.qcow2");
@@ -179,7 +148,7 @@ static void test_base_growth(void **state)
     wait_result(job, JOB_RESULT_COMPLETED);
     job_unref(job);
     assert_int_equal(disk->top->backing->size, SIZE);
-    check_after(f, disk, model, paths, 3);
+    check_after_job(f, disk, model, SIZE, paths, 3);
     assert_int_equal(disk_close(disk), 0);
     free_paths(paths, 3);
 }
@@ -203,7 +172,7 @@ static void test_intermediate_with_writer(void **state)
     wait_result(job, JOB_RESULT_COMPLETED);
     writer_stop(&w);
     job_unref(job);
-    check_after(f, disk, model, paths, 3);
+    check_after_job(f, disk, model, SIZE, paths, 3);
     assert_int_equal(disk_close(disk), 0);
     free_paths(paths, 3);
 }
@@ -230,7 +199,7 @@ static void test_intermediate_cancel(void **state)
     job_unref(job);
     g_autofree char *after = disk_describe_chain(disk);
     assert_string_equal(before, after);
-    check_after(f, disk, model, paths, 3);
+    check_after_job(f, disk, model, SIZE, paths, 3);
     assert_fd_read_only(paths[0]);
     assert_int_equal(disk_close(disk), 0);
     free_paths(paths, 3);
@@ -263,7 +232,7 @@ static void test_active_complete(void **state)
                                                 paths[0]);
     assert_string_equal(chain, expected);
     write_pattern(disk, model, 7 * MiB, 4096, 7);
-    check_after(f, disk, model, paths, 3);
+    check_after_job(f, disk, model, SIZE, paths, 3);
     assert_int_equal(disk_close(disk), 0);
     assert_image_equals(paths[0], model, SIZE);
     free_paths(paths, 3);
@@ -292,7 +261,7 @@ static void test_active_with_writer(void **state)
     g_autofree char *chain = disk_describe_chain(disk);
     assert_non_null(strstr(chain, paths[0]));
     assert_int_equal(strchr(chain, '\n')[1], '\0');
-    check_after(f, disk, model, paths, 3);
+    check_after_job(f, disk, model, SIZE, paths, 3);
     assert_int_equal(disk_close(disk), 0);
     assert_image_equals(paths[0], model, SIZE);
     free_paths(paths, 3);
@@ -318,7 +287,7 @@ static void test_active_cancel_after_ready(void **state)
     g_autofree char *after = disk_describe_chain(disk);
     assert_string_equal(before, after);
     assert_fd_read_only(paths[0]);
-    check_after(f, disk, model, paths, 3);
+    check_after_job(f, disk, model, SIZE, paths, 3);
     assert_image_equals(paths[0], model, SIZE);
     if (have_qemu_img()) {
         g_autofree char *ref = path_in(f, "ref.raw");
@@ -345,7 +314,7 @@ static void test_active_cancel_force(void **state)
     g_autofree char *after = disk_describe_chain(disk);
     assert_string_equal(before, after);
     assert_fd_read_only(paths[0]);
-    check_after(f, disk, model, paths, 3);
+    check_after_job(f, disk, model, SIZE, paths, 3);
     /* Cancel before ready, too. */
     job = start_job(f, disk, "commit id=c2 disk=vm1 speed=1");
     assert_true(job_cancel(job, false, &error));
@@ -353,7 +322,7 @@ static void test_active_cancel_force(void **state)
     job_unref(job);
     g_autofree char *after2 = disk_describe_chain(disk);
     assert_string_equal(before, after2);
-    check_after(f, disk, model, paths, 3);
+    check_after_job(f, disk, model, SIZE, paths, 3);
     assert_int_equal(disk_close(disk), 0);
     free_paths(paths, 3);
 }
@@ -491,7 +460,7 @@ static void test_errors(void **state)
                                             paths[0]);
     g_autofree char *m5 = start_job_error(f, disk, cmd5, EINVAL);
     assert_fd_read_only(paths[0]);
-    check_after(f, disk, model, paths, 3);
+    check_after_job(f, disk, model, SIZE, paths, 3);
     assert_int_equal(disk_close(disk), 0);
     free_paths(paths, 3);
 }

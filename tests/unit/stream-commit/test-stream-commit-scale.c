@@ -138,13 +138,6 @@ static void check_images(struct disk *disk, char **paths)
     }
 }
 
-static void free_paths(char **paths)
-{
-    for (unsigned i = 0; i < 3; i++) {
-        g_free(paths[i]);
-    }
-}
-
 static void test_stream_huge(void **state)
 {
     struct fixture *f = *state;
@@ -157,7 +150,7 @@ static void test_stream_huge(void **state)
     assert_content(disk);
     check_images(disk, paths);
     assert_int_equal(disk_close(disk), 0);
-    free_paths(paths);
+    free_paths(paths, 3);
 }
 
 static void test_intermediate_commit_huge(void **state)
@@ -172,7 +165,7 @@ static void test_intermediate_commit_huge(void **state)
     assert_content(disk);
     check_images(disk, paths);
     assert_int_equal(disk_close(disk), 0);
-    free_paths(paths);
+    free_paths(paths, 3);
 }
 
 static void test_active_commit_huge(void **state)
@@ -187,7 +180,7 @@ static void test_active_commit_huge(void **state)
     assert_content(disk);
     check_images(disk, paths);
     assert_int_equal(disk_close(disk), 0);
-    free_paths(paths);
+    free_paths(paths, 3);
 }
 
 int main(void)

@@ -40,34 +40,8 @@ static struct disk *three_layers(struct fixture *f, uint8_t *model,
     return open_disk(paths[2]);
 }
 
-static void free_paths(char **paths, unsigned n)
-{
-    for (unsigned i = 0; i < n; i++) {
-        g_free(paths[i]);
-    }
-}
-
 /* After a job: the disk reads the model, qemu-img agrees on the chain,
  * checks every image and compares the top with the model. */
-static void check_after(struct fixture *f, struct disk *disk,
-                        const uint8_t *model, char **paths, unsigned n)
-{
-    assert_disk_equals(disk, model, SIZE);
-    assert_int_equal(disk_flush(disk), 0);  /* qemu-img reads the files */
-    assert_chain_matches_qemu(disk);
-    if (!have_qemu_img()) {
-        return;
-    }
-    g_autofree char *ref = path_in(f, "ref.raw");
-    write_raw_file(ref, model, SIZE);
-    assert_qemu_img_compare(ref, paths[n - 1]);
-    for (unsigned i = 0; i < n; i++) {
-        if (g_str_has_suffix(paths[i], ".qcow2")) {
-            assert_qemu_img_check(paths[i]);
-        }
-    }
-}
-
 static void test_whole_chain(void **state)
 {
     struct fixture *f = *state;
@@ -88,7 +62,7 @@ static void test_whole_chain(void **state)
     assert_string_equal(chain, expected);
     assert_int_equal(fd_of(paths[1]), -1);      /* closed */
     assert_int_equal(fd_of(paths[0]), -1);
-    check_after(f, disk, model, paths, 3);
+    check_after_job(f, disk, model, SIZE, paths, 3);
     if (have_qemu_img()) {
         assert_null(qemu_img_backing_file(paths[2]));
         /* The removed layers stay as they were. */
@@ -136,7 +110,7 @@ static void test_base_in_middle(void **state)
         (unsigned long long)SIZE, paths[3], (unsigned long long)SIZE,
         paths[1], (unsigned long long)SIZE, paths[0]);
     assert_string_equal(chain, expected);
-    check_after(f, disk, model, paths, 4);
+    check_after_job(f, disk, model, SIZE, paths, 4);
     if (have_qemu_img()) {
         g_autofree char *backing = qemu_img_backing_file(paths[3]);
         assert_string_equal(backing, paths[1]);
@@ -161,7 +135,7 @@ static void test_backing_file_string(void **state)
     struct job *job = start_job(f, disk, cmd);
     wait_result(job, JOB_RESULT_COMPLETED);
     job_unref(job);
-    check_after(f, disk, model, paths, 3);
+    check_after_job(f, disk, model, SIZE, paths, 3);
     if (have_qemu_img()) {
         g_autofree char *backing = qemu_img_backing_file(paths[2]);
         assert_string_equal(backing, "base.raw");
@@ -198,7 +172,7 @@ static void test_stream_with_writer(void **state)
     writer_stop(&w);
     job_unref(job);
     assert_true(w.writes >= 200);
-    check_after(f, disk, model, paths, 3);
+    check_after_job(f, disk, model, SIZE, paths, 3);
     assert_int_equal(disk_close(disk), 0);
     assert_image_equals(paths[2], model, SIZE);
     free_paths(paths, 3);
@@ -231,7 +205,7 @@ static void test_copy_on_read(void **state)
     assert_true(job_cancel(job, false, &error));
     wait_result(job, JOB_RESULT_CANCELLED);
     job_unref(job);
-    check_after(f, disk, model, paths, 3);
+    check_after_job(f, disk, model, SIZE, paths, 3);
     assert_int_equal(disk_close(disk), 0);
     free_paths(paths, 3);
 }
@@ -259,7 +233,7 @@ static void test_cancel(void **state)
     job_unref(job);
     g_autofree char *after = disk_describe_chain(disk);
     assert_string_equal(before, after);
-    check_after(f, disk, model, paths, 3);
+    check_after_job(f, disk, model, SIZE, paths, 3);
     if (have_qemu_img()) {
         g_autofree char *backing = qemu_img_backing_file(paths[2]);
         assert_string_equal(backing, paths[1]);
@@ -283,7 +257,7 @@ static void test_speed(void **state)
     int64_t elapsed = g_get_monotonic_time() - start;
     job_unref(job);
     assert_true(elapsed >= 1 * G_USEC_PER_SEC);
-    check_after(f, disk, model, paths, 3);
+    check_after_job(f, disk, model, SIZE, paths, 3);
     assert_int_equal(disk_close(disk), 0);
     free_paths(paths, 3);
 }
@@ -317,7 +291,7 @@ static void test_errors(void **state)
     struct job *job = start_job(f, disk, "stream id=s1 disk=vm1");
     wait_result(job, JOB_RESULT_COMPLETED);
     job_unref(job);
-    check_after(f, disk, model, paths, 3);
+    check_after_job(f, disk, model, SIZE, paths, 3);
     assert_int_equal(disk_close(disk), 0);
     free_paths(paths, 3);
 }
