@@ -155,6 +155,9 @@ fresh()
     for f in base mid top; do
         [[ -f $src/$f.qcow2 ]] && cp --sparse=always "$src/$f.qcow2" "$D/"
     done
+    # Write the copies out now: a job that flushes (chainfs flushes base
+    # before rewriting a header) must not pay for the setup's dirty pages.
+    sync
     return 0
 }
 
