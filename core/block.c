@@ -1,6 +1,7 @@
 /* chainfs: what every block node shares: the driver registry, reads that
  * fall through to the backing chain, chain-wide status, and host I/O. */
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -110,6 +111,20 @@ int block_chain_status(struct block_node *node, uint64_t offset,
     /* Nothing in the chain allocates it: it reads as zeros. */
     *pnum = run;
     return BLOCK_STATUS_ZERO;
+}
+
+bool block_writeback_note(struct block_writeback *wb, struct block_node *node,
+                          uint64_t n)
+{
+    uint64_t after = __atomic_add_fetch(&wb->written, n, __ATOMIC_RELAXED);
+
+    if (after / BLOCK_WRITEBACK_BYTES != (after - n) / BLOCK_WRITEBACK_BYTES) {
+        /* Whole file: the host offsets are the driver's business, and
+         * pages already under writeback are skipped by the kernel. */
+        (void)sync_file_range(node->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+        return true;
+    }
+    return false;
 }
 
 int block_node_write_zeroes(struct block_node *node, uint64_t offset,

@@ -150,6 +150,23 @@ int block_node_read_backing(struct block_node *node, uint64_t offset,
 int block_chain_status(struct block_node *node, uint64_t offset,
                        uint64_t len, uint64_t *pnum);
 
+/* Counts what a job wrote to a node (any thread may note). */
+struct block_writeback {
+    uint64_t written;
+};
+
+/* Note that n more bytes were written to node; every few MiB, ask the
+ * kernel to start writing the host file's dirty pages back, without
+ * waiting.  A job that must flush at its end (before a header may name
+ * the data) then waits for the tail only, and the copy overlaps the disk
+ * instead of running before it.  A hint: errors are ignored.  Returns
+ * whether this call started writeback. */
+bool block_writeback_note(struct block_writeback *wb, struct block_node *node,
+                          uint64_t n);
+
+/* How much is written between two writeback hints. */
+#define BLOCK_WRITEBACK_BYTES (8u << 20)
+
 /* Write zeros through node->driver->write_zeroes, or with zero buffers
  * when the driver has none. */
 int block_node_write_zeroes(struct block_node *node, uint64_t offset,

@@ -36,6 +36,7 @@ struct commit_job {
     int base_zero_flags;                /* UNMAP only without backing */
 
     uint8_t *buf;                       /* COMMIT_CHUNK_BYTES */
+    struct block_writeback writeback;   /* of base, by the run loop */
 };
 
 static struct commit_job *commit_of(struct job *job)
@@ -70,6 +71,7 @@ static int commit_range(struct commit_job *c, uint64_t offset, uint64_t len,
             *is_read = false;
             ret = base->driver->write(base, offset, n, c->buf);
             job_progress_add_copied(&c->common, n);
+            block_writeback_note(&c->writeback, base, n);
         } else {
             *is_read = false;
             ret = block_node_write_zeroes(base, offset, n,

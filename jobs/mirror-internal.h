@@ -54,6 +54,7 @@ struct mirror_job {
     struct block_node *commit_base;     /* active commit: the target is
                                            this layer of the source chain */
 
+    struct block_writeback writeback;   /* of the target, by copies */
     int copy_mode;                      /* atomic enum job_copy_mode */
     bool stopping;                      /* atomic: guest writes stop
                                            copying to the target */

@@ -113,6 +113,7 @@ int mirror_copy_range(struct mirror_job *m, uint64_t offset, uint64_t bytes,
         offset += pnum;
     }
     job_progress_add_copied(&m->common, copied);
+    block_writeback_note(&m->writeback, target, copied);
     if (ret == 0) {
         job_progress_add_offset(&m->common, bytes);
     }

@@ -49,6 +49,7 @@ struct stream_job {
 
     /* Only the job thread touches these. */
     uint8_t *buf;                       /* STREAM_CHUNK_BYTES */
+    struct block_writeback writeback;   /* of top, by the run loop */
     bool hooks_installed;
 
     pthread_mutex_t lock;
@@ -179,6 +180,7 @@ static int copy_chunk(struct stream_job *s, uint64_t offset, uint64_t len,
                                is_read);
     range_end(s, &range);
     job_progress_add_copied(&s->common, copied);
+    block_writeback_note(&s->writeback, s->top, copied);
     return ret;
 }
 

@@ -230,6 +230,31 @@ static void test_create_and_grow(void **state)
 }
 
 /* A loop device as a raw block device. */
+/* Writeback hints come once per BLOCK_WRITEBACK_BYTES written, however
+ * the writes are cut, and a hint on a real file does no harm. */
+static void test_writeback_hints(void **state)
+{
+    struct fixture *f = *state;
+    struct block_node *node;
+    struct block_writeback wb = { 0 };
+    uint8_t buf[4096];
+    unsigned hints = 0;
+
+    test_create_sparse(f->path, 64 * MiB);
+    node = open_raw(f->path, false);
+    memset(buf, 0xa5, sizeof(buf));
+    for (uint64_t off = 0; off < 3 * BLOCK_WRITEBACK_BYTES;
+         off += sizeof(buf)) {
+        assert_int_equal(node->driver->write(node, off, sizeof(buf), buf), 0);
+        hints += block_writeback_note(&wb, node, sizeof(buf));
+    }
+    assert_int_equal(hints, 3);
+    /* One note bigger than the interval crosses it once. */
+    assert_false(block_writeback_note(&wb, node, 1));
+    assert_true(block_writeback_note(&wb, node, 2 * BLOCK_WRITEBACK_BYTES));
+    assert_int_equal(block_node_close(node), 0);
+}
+
 static void test_block_device(void **state)
 {
     struct fixture *f = *state;
@@ -281,6 +306,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_read_past_shrunk_file, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_create_and_grow, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_writeback_hints, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_block_device, setup, teardown),
     };
