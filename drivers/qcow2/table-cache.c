@@ -5,15 +5,30 @@
  * evicted, written back first if dirty.  The owner's before_writeback hook
  * runs before such a write so that the owner can honour write ordering
  * (L2 tables only after the refcount blocks they depend on are durable).
+ *
+ * The bound is a ceiling, not a size: the cache starts small and grows
+ * only when it misses a table it evicted a short while ago, the sign that
+ * a bigger cache would have hit.  A scan that touches each table once (the
+ * st_blocks walk over a huge sparse disk, a job's pass) so stays small,
+ * while random I/O over a big disk grows the cache to the ceiling.  The
+ * evicted offsets remembered for that test cost 8 bytes each.
  */
 #include <errno.h>
 
 #include "qcow2.h"
 
+/* Entries a cache starts with (and at least holds: one operation may pin
+ * two or three tables). */
+#define TABLE_CACHE_MIN_ENTRIES 8
+
 struct table_cache {
     int fd;
     size_t table_size;
-    unsigned max_entries;
+    unsigned max_entries;    /* the ceiling */
+    unsigned capacity;       /* the current bound, <= max_entries */
+    uint64_t *evicted;       /* ring of the last max_entries evicted offsets */
+    unsigned evicted_next;   /* where the next one goes */
+    unsigned evicted_count;
     GHashTable *by_offset;   /* uint64_t offset -> struct table_entry * */
     GQueue lru;              /* head: most recently used */
     int (*before_writeback)(void *opaque);
@@ -29,8 +44,9 @@ struct table_cache *table_cache_new(int fd, size_t table_size,
 
     cache->fd = fd;
     cache->table_size = table_size;
-    /* A few entries at least: one operation may pin two or three tables. */
     cache->max_entries = MAX(max_bytes / table_size, 4);
+    cache->capacity = MIN(cache->max_entries, TABLE_CACHE_MIN_ENTRIES);
+    cache->evicted = g_new(uint64_t, cache->max_entries);
     cache->by_offset = g_hash_table_new(g_int64_hash, g_int64_equal);
     g_queue_init(&cache->lru);
     cache->before_writeback = before_writeback;
@@ -54,6 +70,7 @@ void table_cache_free(struct table_cache *cache)
         entry_free(link->data);
     }
     g_hash_table_destroy(cache->by_offset);
+    g_free(cache->evicted);
     g_free(cache);
 }
 
@@ -65,6 +82,29 @@ int table_cache_write(struct table_cache *cache, struct table_entry *entry)
         entry->dirty = false;
     }
     return ret;
+}
+
+static void remember_evicted(struct table_cache *cache, uint64_t offset)
+{
+    cache->evicted[cache->evicted_next] = offset;
+    cache->evicted_next = (cache->evicted_next + 1) % cache->max_entries;
+    cache->evicted_count = MIN(cache->evicted_count + 1, cache->max_entries);
+}
+
+/* A miss on offset: grow the bound by one if the table was evicted
+ * recently.  A linear search: misses read a whole table from the host,
+ * which costs far more than a few dozen compares. */
+static void grow_on_recent_miss(struct table_cache *cache, uint64_t offset)
+{
+    if (cache->capacity == cache->max_entries) {
+        return;
+    }
+    for (unsigned i = 0; i < cache->evicted_count; i++) {
+        if (cache->evicted[i] == offset) {
+            cache->capacity++;
+            return;
+        }
+    }
 }
 
 /* Make room for one more entry by evicting the LRU unpinned one. */
@@ -89,6 +129,7 @@ static int evict_one(struct table_cache *cache)
         }
         g_queue_unlink(&cache->lru, link);
         g_hash_table_remove(cache->by_offset, &entry->offset);
+        remember_evicted(cache, entry->offset);
         entry_free(entry);
         return 0;
     }
@@ -109,7 +150,8 @@ int table_cache_get(struct table_cache *cache, uint64_t offset, bool load,
         return 0;
     }
 
-    while (g_queue_get_length(&cache->lru) >= cache->max_entries) {
+    grow_on_recent_miss(cache, offset);
+    while (g_queue_get_length(&cache->lru) >= cache->capacity) {
         unsigned before = g_queue_get_length(&cache->lru);
         int ret = evict_one(cache);
         if (ret < 0) {

@@ -1,6 +1,7 @@
 /* chainfs qcow2: data path against qemu-io as the oracle (writes, zeroes,
  * discards, compressed clusters, backing chains), refcounts of every
- * width, L2/refcount cache eviction, block status and damaged metadata. */
+ * width, L2/refcount cache eviction and growth, block status and damaged
+ * metadata. */
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -622,6 +623,49 @@ static void test_chain_open(void **state)
     expect_clean(top);
 }
 
+/* The cache stays small for a scan that touches each table once and grows
+ * for tables that come back, never past its ceiling. */
+static void test_table_cache_growth(void **state)
+{
+    (void)state;
+    enum { TABLE = 4096, TABLES = 256, CEILING = 64 };
+    g_autofree char *path = tmp_path("tables");
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, TABLES * TABLE), 0);
+    struct table_cache *cache = table_cache_new(fd, TABLE, CEILING * TABLE,
+                                                NULL, NULL);
+    struct table_entry *entry;
+
+    for (unsigned i = 0; i < TABLES; i++) {
+        assert_int_equal(table_cache_get(cache, (uint64_t)i * TABLE, true,
+                                         &entry), 0);
+        table_cache_put(cache, entry);
+        assert_true(table_cache_count(cache) <= 8);
+    }
+    /* A working set of 40 tables, visited over and over. */
+    for (unsigned round = 0; round < 20; round++) {
+        for (unsigned i = 0; i < 40; i++) {
+            assert_int_equal(table_cache_get(cache, (uint64_t)i * 3 * TABLE,
+                                             true, &entry), 0);
+            table_cache_put(cache, entry);
+        }
+    }
+    assert_int_equal(table_cache_count(cache), 40);
+    /* A working set bigger than the ceiling stops at the ceiling. */
+    for (unsigned round = 0; round < 20; round++) {
+        for (unsigned i = 0; i < 100; i++) {
+            assert_int_equal(table_cache_get(cache, (uint64_t)i * TABLE, true,
+                                             &entry), 0);
+            table_cache_put(cache, entry);
+            assert_true(table_cache_count(cache) <= CEILING);
+        }
+    }
+    assert_int_equal(table_cache_count(cache), CEILING);
+    table_cache_free(cache);
+    close(fd);
+}
+
 int main(void)
 {
     tmpdir = tu_tmpdir();
@@ -634,6 +678,7 @@ int main(void)
         cmocka_unit_test(test_damage),
         cmocka_unit_test(test_block_status_runs),
         cmocka_unit_test(test_chain_open),
+        cmocka_unit_test(test_table_cache_growth),
     };
     int ret = cmocka_run_group_tests(tests, NULL, NULL);
     tu_rmdir(tmpdir);
