@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "block.h"
@@ -82,6 +83,71 @@ int block_node_read_backing(struct block_node *node, uint64_t offset,
         memset((uint8_t *)buf + backed, 0, len - backed);
     }
     return 0;
+}
+
+/* A HOST extent past the end of its file reads as zeros (qcow2: the tail
+ * of the last cluster may be missing; raw: the file shrank): clip it, so
+ * that a splice never comes up short. */
+static int clip_to_file(struct block_extent *ext)
+{
+    struct stat st;
+
+    if (fstat(ext->fd, &st) < 0) {
+        return -errno;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        return 0;               /* a block device's size does not change */
+    }
+    uint64_t file_size = st.st_size;
+    if (ext->host_offset >= file_size) {
+        block_extent_release(ext);
+        ext->kind = BLOCK_EXTENT_ZERO;
+        ext->node = NULL;
+    } else if (file_size - ext->host_offset < ext->len) {
+        ext->len = file_size - ext->host_offset;
+    }
+    return 0;
+}
+
+int block_node_map(struct block_node *node, uint64_t offset, uint64_t len,
+                   struct block_extent *ext)
+{
+    while (node) {
+        if (offset >= node->size) {
+            break;              /* past a shorter backing file: zeros */
+        }
+        len = MIN(len, node->size - offset);
+        if (!node->driver->map) {
+            return -ENOTSUP;
+        }
+        int ret = node->driver->map(node, offset, len, ext);
+        if (ret < 0) {
+            return ret;
+        }
+        if (ret == 0) {
+            if (ext->kind == BLOCK_EXTENT_HOST) {
+                ext->node = node;
+                ret = clip_to_file(ext);
+                if (ret < 0) {
+                    block_extent_release(ext);
+                }
+            }
+            return ret;
+        }
+        len = ext->len;         /* BLOCK_MAP_BACKING for this much */
+        node = node->backing;
+    }
+    ext->kind = BLOCK_EXTENT_ZERO;
+    ext->len = len;
+    ext->node = NULL;
+    return 0;
+}
+
+void block_extent_release(const struct block_extent *ext)
+{
+    if (ext->kind == BLOCK_EXTENT_HOST && ext->node->driver->unmap) {
+        ext->node->driver->unmap(ext->node, ext);
+    }
 }
 
 int block_chain_status(struct block_node *node, uint64_t offset,

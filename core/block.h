@@ -30,6 +30,25 @@
 
 struct block_node;
 
+/* Where a range of a node's content lives, for reads that hand the host
+ * file's pages to the kernel (splice) instead of copying them through a
+ * buffer.  See block_node_map. */
+enum block_extent_kind {
+    BLOCK_EXTENT_HOST,  /* bytes at host_offset in fd */
+    BLOCK_EXTENT_ZERO,  /* reads as zeros */
+};
+
+struct block_extent {
+    enum block_extent_kind kind;
+    uint64_t len;
+    struct block_node *node;    /* HOST: the layer that holds the bytes */
+    int fd;
+    uint64_t host_offset;
+};
+
+/* What a driver's map returns for a range that its backing file decides. */
+#define BLOCK_MAP_BACKING 1
+
 /* Flags returned by block_status. */
 enum {
     BLOCK_STATUS_DATA      = 1 << 0, /* reads come from data stored here */
@@ -94,6 +113,17 @@ struct block_driver {
     int (*block_status)(struct block_node *node, uint64_t offset,
                         uint64_t len, uint64_t *pnum);
 
+    /* Describe where the content at offset starts: fill *ext with its
+     * kind and length (at most len) and return 0, or return
+     * BLOCK_MAP_BACKING with ext->len set when the backing file decides
+     * that much, or -ENOTSUP when the bytes exist only after decoding
+     * (compressed clusters), or another negative errno.  A HOST extent
+     * keeps its host clusters from being freed and reused until unmap.
+     * May be NULL (with unmap): every read goes through read. */
+    int (*map)(struct block_node *node, uint64_t offset, uint64_t len,
+               struct block_extent *ext);
+    void (*unmap)(struct block_node *node, const struct block_extent *ext);
+
     /* Create a new image at filename (which must not exist: O_EXCL).  May
      * be NULL: the format cannot be created. */
     bool (*create)(const char *filename, const struct block_create_opts *opts,
@@ -144,6 +174,16 @@ const struct block_driver *block_driver_by_name(const char *format_name);
  * no backing node and past the end of a shorter backing node. */
 int block_node_read_backing(struct block_node *node, uint64_t offset,
                             uint64_t len, void *buf);
+
+/* Map the first extent of node's content at [offset, offset + len) as
+ * its readers see it, going down the backing chain: zeros where there is
+ * no backing node, past a shorter one's end and past the end of a host
+ * file that is shorter than its data.  Returns 0 or a negative errno
+ * (-ENOTSUP: read this range instead).  Every HOST extent must be given
+ * to block_extent_release once the bytes are consumed. */
+int block_node_map(struct block_node *node, uint64_t offset, uint64_t len,
+                   struct block_extent *ext);
+void block_extent_release(const struct block_extent *ext);
 
 /* Chain-wide status from node downwards: BLOCK_STATUS_DATA or ZERO (and
  * ALLOCATED when some layer allocates it), *pnum as in block_status. */

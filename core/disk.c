@@ -142,6 +142,53 @@ int disk_read(struct disk *disk, uint64_t offset, uint64_t len, void *buf)
     return ret;
 }
 
+static void release_extents(struct disk_map *map)
+{
+    for (unsigned i = 0; i < map->count; i++) {
+        block_extent_release(&map->extents[i]);
+    }
+    map->count = 0;
+}
+
+int disk_map_read(struct disk *disk, uint64_t offset, uint64_t len,
+                  struct disk_map *map)
+{
+    int ret = 0;
+
+    map->count = 0;
+    pthread_rwlock_rdlock(&disk->io_lock);
+    struct block_node *top = disk->top;
+    if (!range_fits(offset, len, top->size)) {
+        ret = -EINVAL;
+    } else if (disk->read_hooks->len > 0) {
+        ret = -ENOTSUP;
+    }
+    while (ret == 0 && len > 0) {
+        if (map->count == DISK_MAP_MAX_EXTENTS) {
+            ret = -ENOTSUP;
+            break;
+        }
+        struct block_extent *ext = &map->extents[map->count];
+        ret = block_node_map(top, offset, len, ext);
+        if (ret == 0) {
+            map->count++;
+            offset += ext->len;
+            len -= ext->len;
+        }
+    }
+    if (ret < 0) {
+        release_extents(map);
+        pthread_rwlock_unlock(&disk->io_lock);
+    }
+    return ret;
+}
+
+void disk_map_release(struct disk *disk, struct disk_map *map)
+{
+    release_extents(map);
+    pthread_rwlock_unlock(&disk->io_lock);
+}
+
 /* Most disks have no hook; these keep that case to one length check.  A
  * few hooks at most exist (one per mirror), so fixed arrays suffice. */
 #define DISK_MAX_WRITE_HOOKS 8

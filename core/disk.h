@@ -79,6 +79,25 @@ uint64_t disk_size(struct disk *disk);
 /* Guest I/O.  Return 0 or a negative errno.  Writes past the end fail
  * with -ENOSPC; writes to a read-only disk with -EROFS. */
 int disk_read(struct disk *disk, uint64_t offset, uint64_t len, void *buf);
+
+/* A guest read as extents of host files and zeros (see block_node_map),
+ * for replies that splice the pages instead of copying them. */
+#define DISK_MAP_MAX_EXTENTS 64
+struct disk_map {
+    unsigned count;
+    struct block_extent extents[DISK_MAP_MAX_EXTENTS];
+};
+
+/* Map [offset, offset + len), which must lie within the disk.  On success
+ * the disk is held as during a read (no switch, no drain completes) until
+ * disk_map_release, and the host clusters stay where they are.  Returns
+ * -ENOTSUP when the read must go through disk_read instead: some layer
+ * cannot map a part (compressed clusters, drivers without map), the range
+ * has more than DISK_MAP_MAX_EXTENTS extents, or read hooks want the
+ * data (copy-on-read); another negative errno for an error. */
+int disk_map_read(struct disk *disk, uint64_t offset, uint64_t len,
+                  struct disk_map *map);
+void disk_map_release(struct disk *disk, struct disk_map *map);
 int disk_write(struct disk *disk, uint64_t offset, uint64_t len,
                const void *buf);
 int disk_write_zeroes(struct disk *disk, uint64_t offset, uint64_t len,

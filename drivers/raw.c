@@ -257,6 +257,17 @@ static bool raw_grow(struct block_node *node, uint64_t new_size,
     return true;
 }
 
+static int raw_map(struct block_node *node, uint64_t offset, uint64_t len,
+                   struct block_extent *ext)
+{
+    /* Host offsets are guest offsets and never move: nothing to hold. */
+    ext->kind = BLOCK_EXTENT_HOST;
+    ext->len = len;
+    ext->fd = node->fd;
+    ext->host_offset = offset;
+    return 0;
+}
+
 const struct block_driver raw_driver = {
     .format_name = "raw",
     .probe = raw_probe,
@@ -267,6 +278,7 @@ const struct block_driver raw_driver = {
     .write_zeroes = raw_write_zeroes,
     .flush = raw_flush,
     .block_status = raw_block_status,
+    .map = raw_map,
     .create = raw_create,
     .set_backing = NULL,
     .grow = raw_grow,

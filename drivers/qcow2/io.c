@@ -180,6 +180,48 @@ int qcow2_read(struct block_node *node, uint64_t offset, uint64_t len,
     return 0;
 }
 
+int qcow2_map(struct block_node *node, uint64_t offset, uint64_t len,
+              struct block_extent *ext)
+{
+    struct qcow2_state *s = node->opaque;
+    struct run run;
+
+    pthread_mutex_lock(&s->lock);
+    int ret = lookup_run(s, offset, len, &run);
+    if (ret == 0 && run.kind == QCOW2_NORMAL) {
+        /* Held until unmap: no deferred free applies meanwhile, so the
+         * clusters are not reused for other data while the kernel still
+         * reads their pages. */
+        data_io_begin(s);
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (ret < 0) {
+        return ret;
+    }
+    ext->len = run.bytes;
+    switch (run.kind) {
+    case QCOW2_UNALLOCATED:
+        return BLOCK_MAP_BACKING;
+    case QCOW2_ZERO:
+        ext->kind = BLOCK_EXTENT_ZERO;
+        return 0;
+    case QCOW2_NORMAL:
+        ext->kind = BLOCK_EXTENT_HOST;
+        ext->fd = s->fd;
+        ext->host_offset = run.host;
+        return 0;
+    case QCOW2_COMPRESSED:
+        return -ENOTSUP;
+    }
+    return -EIO;
+}
+
+void qcow2_unmap(struct block_node *node, const struct block_extent *ext)
+{
+    (void)ext;
+    data_io_end(node->opaque);
+}
+
 /* pwritev the whole iovec array, retrying short writes. */
 static int host_pwritev(int fd, struct iovec *iov, int iovcnt,
                         uint64_t offset)

@@ -264,6 +264,9 @@ int qcow2_write_zeroes(struct block_node *node, uint64_t offset,
 int qcow2_block_status(struct block_node *node, uint64_t offset,
                        uint64_t len, uint64_t *pnum);
 int qcow2_flush(struct block_node *node);
+int qcow2_map(struct block_node *node, uint64_t offset, uint64_t len,
+              struct block_extent *ext);
+void qcow2_unmap(struct block_node *node, const struct block_extent *ext);
 /* Flush with the lock held: refcounts, sync, L2 tables, sync, frees. */
 int qcow2_flush_locked(struct qcow2_state *s);
 

@@ -197,6 +197,17 @@ static void test_read_past_shrunk_file(void **state)
     expect_bytes(node, 512 * KiB, 512 * KiB, 0);
     expect_status(node, 768 * KiB, 256 * KiB,
                   BLOCK_STATUS_ALLOCATED | BLOCK_STATUS_ZERO, 256 * KiB);
+
+    /* A map never promises bytes the file no longer has. */
+    struct block_extent ext;
+    assert_int_equal(block_node_map(node, 512 * KiB - 10, 1 * MiB, &ext), 0);
+    assert_int_equal(ext.kind, BLOCK_EXTENT_HOST);
+    assert_int_equal(ext.host_offset, 512 * KiB - 10);
+    assert_int_equal(ext.len, 10);
+    block_extent_release(&ext);
+    assert_int_equal(block_node_map(node, 512 * KiB, 512 * KiB, &ext), 0);
+    assert_int_equal(ext.kind, BLOCK_EXTENT_ZERO);
+    assert_int_equal(ext.len, 512 * KiB);
     block_node_close(node);
 }
 
