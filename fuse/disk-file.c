@@ -3,8 +3,11 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdalign.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <linux/falloc.h>
 
 #include "disk-file.h"
@@ -180,6 +183,90 @@ static bool range_within(struct disk_file *file, uint64_t offset,
     return offset <= size && len <= size - offset;
 }
 
+/* The source of zero extents in spliced replies: a sparse memfd, whose
+ * holes splice as references to the kernel's zero page (no allocation, no
+ * copy), or, without memfd, a buffer that is never written, so its pages
+ * stay the shared zero page too and cost no memory. */
+#define ZERO_SOURCE_BYTES (1024 * 1024)
+static uint8_t zero_source[ZERO_SOURCE_BYTES];
+static int zero_source_fd = -1;
+static pthread_once_t zero_source_once = PTHREAD_ONCE_INIT;
+
+static void zero_source_open(void)
+{
+    int fd = memfd_create("chainfs-zeros", MFD_CLOEXEC);
+
+    if (fd >= 0 && ftruncate(fd, ZERO_SOURCE_BYTES) < 0) {
+        close(fd);
+        fd = -1;
+    }
+    zero_source_fd = fd;
+}
+
+static void set_zero_source(struct fuse_buf *buf)
+{
+    buf->size = MIN(buf->size, ZERO_SOURCE_BYTES);
+    pthread_once(&zero_source_once, zero_source_open);
+    if (zero_source_fd >= 0) {
+        buf->flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK | FUSE_BUF_FD_RETRY;
+        buf->fd = zero_source_fd;
+        buf->pos = 0;
+    } else {
+        buf->mem = zero_source;
+    }
+}
+
+/* Buffers of a spliced reply: one per extent, or several for a zero
+ * extent longer than zero_source. */
+#define SPLICE_MAX_BUFS (DISK_MAP_MAX_EXTENTS * 2)
+
+/* Reply to a read with the host files' pages, spliced, instead of copying
+ * them through a buffer: one copy per byte (pipe to the reader) instead of
+ * two.  Returns false when the read must take the copying path. */
+static bool read_spliced(fuse_req_t req, struct disk_file *file,
+                         uint64_t offset, uint64_t len)
+{
+    struct disk_map map;
+    /* fuse_bufvec ends in a one-element array that stands for more. */
+    alignas(struct fuse_bufvec) uint8_t
+        storage[sizeof(struct fuse_bufvec) +
+                (SPLICE_MAX_BUFS - 1) * sizeof(struct fuse_buf)];
+    struct fuse_bufvec *vec = (struct fuse_bufvec *)storage;
+    unsigned count = 0;
+
+    if (disk_map_read(file->disk, offset, len, &map) < 0) {
+        return false;   /* errors too: the copying path reports them */
+    }
+    for (unsigned i = 0; i < map.count; i++) {
+        const struct block_extent *ext = &map.extents[i];
+        for (uint64_t done = 0; done < ext->len;) {
+            if (count == SPLICE_MAX_BUFS) {
+                disk_map_release(file->disk, &map);
+                return false;
+            }
+            struct fuse_buf *buf = &vec->buf[count++];
+            *buf = (struct fuse_buf){ .size = ext->len - done };
+            if (ext->kind == BLOCK_EXTENT_HOST) {
+                buf->flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK |
+                             FUSE_BUF_FD_RETRY;
+                buf->fd = ext->fd;
+                buf->pos = ext->host_offset;
+            } else {
+                set_zero_source(buf);
+            }
+            done += buf->size;
+        }
+    }
+    vec->count = count;
+    vec->idx = 0;
+    vec->off = 0;
+    /* Synchronous: the kernel has the bytes when this returns, so the
+     * extents (and the clusters they pin) can go. */
+    fuse_reply_data(req, vec, 0);
+    disk_map_release(file->disk, &map);
+    return true;
+}
+
 void disk_file_read(fuse_req_t req, struct disk_file *file, size_t size,
                     off_t offset)
 {
@@ -197,6 +284,9 @@ void disk_file_read(fuse_req_t req, struct disk_file *file, size_t size,
         return;
     }
     len = MIN((uint64_t)size, disk_bytes - offset);
+    if (read_spliced(req, file, offset, len)) {
+        return;
+    }
     buf = read_buffer_get(len);
     if (!buf) {
         fuse_reply_err(req, ENOMEM);

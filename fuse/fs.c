@@ -27,8 +27,12 @@
 #include "fs.h"
 #include "log.h"
 
-/* The largest read or write request: the kernel splits bigger ones. */
-#define MAX_REQUEST_BYTES (1024 * 1024)
+/* The largest read or write request.  The kernel splits a bigger O_DIRECT
+ * request into requests of this size and sends them all at once, so
+ * several worker threads copy the pieces of one 1 MiB read or write in
+ * parallel; with 1 MiB requests one thread did both copies of the whole
+ * request while the other CPUs idled (bench: +20% sequential reads). */
+#define MAX_REQUEST_BYTES (256 * 1024)
 
 /* Cache timeout of disk files' attributes and entries, seconds. */
 #define DISK_TIMEOUT 1.0
@@ -227,6 +231,10 @@ static void fs_init(void *userdata, struct fuse_conn_info *conn)
     conn->want &= ~(FUSE_CAP_AUTO_INVAL_DATA | FUSE_CAP_WRITEBACK_CACHE);
     if (conn->capable & FUSE_CAP_EXPLICIT_INVAL_DATA) {
         conn->want |= FUSE_CAP_EXPLICIT_INVAL_DATA;
+    }
+    /* Read replies splice the image files' pages (disk-file.c). */
+    if (conn->capable & FUSE_CAP_SPLICE_WRITE) {
+        conn->want |= FUSE_CAP_SPLICE_WRITE;
     }
     /* More readahead and async direct I/O requests in flight at once. */
     conn->max_background = 64;
