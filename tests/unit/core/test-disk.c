@@ -1,8 +1,9 @@
 /* Unit tests for core/disk.c: bounds, read-only disks, bitmap marking,
- * chain-wide status and allocation, the chain description, and swapping
- * the chain under a drain while I/O runs. */
+ * chain-wide status and allocation, the chain description, maps for
+ * spliced reads, and swapping the chain under a drain while I/O runs. */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdarg.h>
@@ -243,6 +244,72 @@ static void test_qcow2_chain(void **state)
     assert_true(test_run(argv, NULL));
 }
 
+static void noop_read_hook(void *opaque, uint64_t offset, uint64_t len,
+                           const void *buf)
+{
+    (void)opaque, (void)offset, (void)len, (void)buf;
+}
+
+/* disk_map_read: extents for a spliced read, or ENOTSUP when the read must
+ * copy; the disk is held until the release and never after a failure. */
+static void test_map_read(void **state)
+{
+    struct fixture *f = *state;
+    if (!test_have_program("qemu-img") || !test_have_program("qemu-io")) {
+        skip();
+    }
+    g_autofree char *path = path_in(f, "striped.qcow2");
+    test_qcow2_create(path, 16 * MiB, NULL, NULL);
+    /* Data in every other 64 KiB cluster of the first 10 MiB: 160
+     * extents, more than one map holds. */
+    GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
+    g_ptr_array_add(argv, g_strdup("qemu-io"));
+    for (uint64_t off = 0; off < 10 * MiB; off += 128 * KiB) {
+        g_ptr_array_add(argv, g_strdup("-c"));
+        g_ptr_array_add(argv, g_strdup_printf("write -P 0x5a %" PRIu64
+                                              " 64k", off));
+    }
+    g_ptr_array_add(argv, g_strdup(path));
+    g_ptr_array_add(argv, NULL);
+    g_autofree char *err = NULL;
+    if (!test_run((const char **)argv->pdata, &err)) {
+        fail_msg("qemu-io: %s", err);
+    }
+    g_ptr_array_unref(argv);
+
+    struct disk *disk = open_disk(path, "qcow2", false);
+    struct disk_map map;
+    assert_int_equal(disk_map_read(disk, 0, 256 * KiB, &map), 0);
+    assert_int_equal(map.count, 4);
+    assert_int_equal(map.extents[0].kind, BLOCK_EXTENT_HOST);
+    assert_int_equal(map.extents[0].len, 64 * KiB);
+    assert_int_equal(map.extents[1].kind, BLOCK_EXTENT_ZERO);
+    uint8_t byte = 0;
+    assert_int_equal(pread(map.extents[2].fd, &byte, 1,
+                           map.extents[2].host_offset), 1);
+    assert_int_equal(byte, 0x5a);
+    disk_map_release(disk, &map);
+
+    assert_int_equal(disk_map_read(disk, 0, 10 * MiB, &map), -ENOTSUP);
+    assert_int_equal(disk_map_read(disk, 16 * MiB - 1, 2, &map), -EINVAL);
+    assert_int_equal(disk_map_read(disk, 12 * MiB, 4 * MiB, &map), 0);
+    assert_int_equal(map.count, 1);
+    assert_int_equal(map.extents[0].kind, BLOCK_EXTENT_ZERO);
+    disk_map_release(disk, &map);
+
+    /* Copy-on-read needs the data in a buffer. */
+    struct disk_read_hook hook = { noop_read_hook, NULL };
+    disk_drain_begin(disk);
+    disk_add_read_hook_drained(disk, &hook);
+    disk_drain_end(disk);
+    assert_int_equal(disk_map_read(disk, 0, 64 * KiB, &map), -ENOTSUP);
+    /* Failed maps hold nothing: a drain still goes through. */
+    disk_drain_begin(disk);
+    disk_remove_read_hook_drained(disk, &hook);
+    disk_drain_end(disk);
+    assert_int_equal(disk_close(disk), 0);
+}
+
 /* Swap the chain under a drain while other threads read and write, and
  * attach and detach a bitmap meanwhile: every read sees one chain or the
  * other, whole, and a bitmap attached is marked by the writes after it.
@@ -353,6 +420,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_allocated_bytes_sparse_raw,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_qcow2_chain, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_map_read, setup, teardown),
         cmocka_unit_test_setup_teardown(test_drain_and_swap, setup,
                                         teardown),
     };
