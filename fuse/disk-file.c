@@ -216,6 +216,11 @@ static void set_zero_source(struct fuse_buf *buf)
     }
 }
 
+/* Smaller reads are copied: libfuse copies replies under two pages
+ * anyway, and for a few pages one copy costs less than the pipe's three
+ * system calls. */
+#define SPLICE_MIN_BYTES (32 * 1024)
+
 /* Buffers of a spliced reply: one per extent, or several for a zero
  * extent longer than zero_source. */
 #define SPLICE_MAX_BUFS (DISK_MAP_MAX_EXTENTS * 2)
@@ -284,7 +289,7 @@ void disk_file_read(fuse_req_t req, struct disk_file *file, size_t size,
         return;
     }
     len = MIN((uint64_t)size, disk_bytes - offset);
-    if (read_spliced(req, file, offset, len)) {
+    if (len >= SPLICE_MIN_BYTES && read_spliced(req, file, offset, len)) {
         return;
     }
     buf = read_buffer_get(len);
