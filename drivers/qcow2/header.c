@@ -1,6 +1,6 @@
 /* chainfs qcow2: the image header.  Parsing and validating it (hostile
- * images must fail cleanly), creating images, rewriting the backing file
- * and growing the virtual size.
+ * images must fail cleanly), rewriting the backing file and growing the
+ * virtual size.  create.c creates images.
  *
  * Cluster 0 holds the header, the header extensions and the backing file
  * name.  A backing rewrite builds the new content of cluster 0 in memory,
@@ -20,33 +20,6 @@
 
 #define V2_HEADER_LENGTH 72
 #define V3_HEADER_LENGTH 104
-#define CREATE_HEADER_LENGTH 112
-
-static uint32_t get_be32(const uint8_t *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return be32toh(v);
-}
-
-static uint64_t get_be64(const uint8_t *p)
-{
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return be64toh(v);
-}
-
-static void put_be32(uint8_t *p, uint32_t v)
-{
-    v = htobe32(v);
-    memcpy(p, &v, 4);
-}
-
-static void put_be64(uint8_t *p, uint64_t v)
-{
-    v = htobe64(v);
-    memcpy(p, &v, 8);
-}
 
 /* One-line error "FILE: REASON" with errno code. */
 static void G_GNUC_PRINTF(4, 5)
@@ -463,10 +436,10 @@ int qcow2_write_header_bytes(struct qcow2_state *s, unsigned offset,
 /* Lay out cluster 0 after the header: backing format extension, the
  * preserved extensions, the end marker, then the backing name.  Returns
  * the number of bytes used, or 0 if it does not fit. */
-static size_t layout_cluster0(uint8_t *c0, uint64_t cluster_size,
-                              uint32_t header_length, const uint8_t *exts,
-                              size_t exts_len, const char *backing_name,
-                              const char *backing_format)
+size_t qcow2_layout_cluster0(uint8_t *c0, uint64_t cluster_size,
+                             uint32_t header_length, const uint8_t *exts,
+                             size_t exts_len, const char *backing_name,
+                             const char *backing_format)
 {
     size_t pos = header_length;
     size_t fmt_len = backing_format ? strlen(backing_format) : 0;
@@ -494,8 +467,8 @@ static size_t layout_cluster0(uint8_t *c0, uint64_t cluster_size,
     return pos + name_len;
 }
 
-static bool check_backing_strings(const char *filename, const char *name,
-                                  const char *format, GError **errp)
+bool qcow2_check_backing_strings(const char *filename, const char *name,
+                                 const char *format, GError **errp)
 {
     if (name && strlen(name) > QCOW2_MAX_BACKING_NAME) {
         set_error(errp, EINVAL, filename,
@@ -612,8 +585,8 @@ bool qcow2_set_backing(struct block_node *node, const char *backing_name,
     if (!backing_name) {
         backing_format = NULL;
     }
-    if (!check_backing_strings(s->filename, backing_name, backing_format,
-                               errp)) {
+    if (!qcow2_check_backing_strings(s->filename, backing_name,
+                                     backing_format, errp)) {
         return false;
     }
     /* Everything written so far must be durable before the chain that
@@ -629,9 +602,10 @@ bool qcow2_set_backing(struct block_node *node, const char *backing_name,
     encode_header(s);
     g_autofree uint8_t *c0 = g_malloc0(s->cluster_size);
     memcpy(c0, s->header_raw, s->header_length);
-    size_t used = layout_cluster0(c0, s->cluster_size, s->header_length,
-                                  s->extensions, s->extensions_len,
-                                  backing_name, backing_format);
+    size_t used = qcow2_layout_cluster0(c0, s->cluster_size,
+                                        s->header_length, s->extensions,
+                                        s->extensions_len, backing_name,
+                                        backing_format);
     if (used == 0) {
         pthread_mutex_unlock(&s->lock);
         set_error(errp, EINVAL, s->filename,
@@ -741,109 +715,6 @@ bool qcow2_grow(struct block_node *node, uint64_t new_size, GError **errp)
     pthread_mutex_unlock(&s->lock);
     if (ret < 0) {
         set_error(errp, -ret, s->filename, "cannot grow the image: %s",
-                  g_strerror(-ret));
-        return false;
-    }
-    return true;
-}
-
-/* Layout of a new image: header, refcount table, refcount blocks, L1. */
-struct create_layout {
-    uint64_t reftable_clusters;
-    uint64_t refblocks;
-    uint64_t l1_clusters;
-    uint64_t total;
-};
-
-static void plan_layout(uint64_t cs, uint32_t l1_size,
-                        struct create_layout *l)
-{
-    uint64_t per_block = cs * 8 / 16;
-    l->l1_clusters = ((uint64_t)l1_size * 8 + cs - 1) / cs;
-    l->reftable_clusters = 1;
-    l->refblocks = 1;
-    for (;;) {
-        l->total = 1 + l->reftable_clusters + l->refblocks + l->l1_clusters;
-        uint64_t blocks = (l->total + per_block - 1) / per_block;
-        uint64_t rt = (blocks * 8 + cs - 1) / cs;
-        if (blocks == l->refblocks && rt == l->reftable_clusters) {
-            break;
-        }
-        l->refblocks = blocks;
-        l->reftable_clusters = rt;
-    }
-}
-
-bool qcow2_create(const char *filename, const struct block_create_opts *opts,
-                  GError **errp)
-{
-    uint64_t cs = opts->cluster_size ? opts->cluster_size : 65536;
-    if (cs < 512 || cs > (2u << 20) || (cs & (cs - 1))) {
-        set_error(errp, EINVAL, filename,
-                  "invalid cluster size %" G_GUINT64_FORMAT
-                  " (a power of two from 512 to 2M)", cs);
-        return false;
-    }
-    if (!check_backing_strings(filename, opts->backing_name,
-                               opts->backing_format, errp)) {
-        return false;
-    }
-    unsigned cluster_bits = __builtin_ctzll(cs);
-    unsigned coverage_bits = cluster_bits + cluster_bits - 3;
-    uint64_t l1_size = (opts->size + (1ull << coverage_bits) - 1) >>
-                       coverage_bits;
-    if (opts->size > QCOW2_MAX_SIZE || l1_size * 8 > QCOW2_MAX_L1_BYTES) {
-        set_error(errp, EFBIG, filename,
-                  "size %" G_GUINT64_FORMAT " too large for cluster size %"
-                  G_GUINT64_FORMAT, opts->size, cs);
-        return false;
-    }
-    struct create_layout l;
-    plan_layout(cs, l1_size, &l);
-
-    g_autofree uint8_t *image = g_malloc0(l.total * cs);
-    uint8_t *h = image;
-    put_be32(h, QCOW2_MAGIC);
-    put_be32(h + 4, 3);
-    put_be32(h + 20, cluster_bits);
-    put_be64(h + 24, opts->size);
-    put_be32(h + 36, l1_size);
-    put_be64(h + 40, (1 + l.reftable_clusters + l.refblocks) * cs);
-    put_be64(h + 48, cs);
-    put_be32(h + 56, l.reftable_clusters);
-    put_be32(h + 96, 4);
-    put_be32(h + 100, CREATE_HEADER_LENGTH);
-    const char *name = opts->backing_name && *opts->backing_name ?
-                       opts->backing_name : NULL;
-    if (!layout_cluster0(image, cs, CREATE_HEADER_LENGTH, NULL, 0, name,
-                         name ? opts->backing_format : NULL)) {
-        set_error(errp, EINVAL, filename,
-                  "backing file name does not fit in the header cluster");
-        return false;
-    }
-    uint8_t *reftable = image + cs;
-    uint8_t *refblocks = reftable + l.reftable_clusters * cs;
-    for (uint64_t b = 0; b < l.refblocks; b++) {
-        put_be64(reftable + b * 8, (1 + l.reftable_clusters + b) * cs);
-    }
-    for (uint64_t c = 0; c < l.total; c++) {
-        refblocks[c * 2 + 1] = 1;   /* 16-bit big-endian refcount 1 */
-    }
-
-    int fd = open(filename, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        set_error(errp, errno, filename, "cannot create: %s",
-                  g_strerror(errno));
-        return false;
-    }
-    int ret = host_pwrite(fd, image, l.total * cs, 0);
-    if (ret == 0 && fdatasync(fd) < 0) {
-        ret = -errno;
-    }
-    close(fd);
-    if (ret < 0) {
-        unlink(filename);
-        set_error(errp, -ret, filename, "cannot write: %s",
                   g_strerror(-ret));
         return false;
     }

@@ -1,7 +1,8 @@
 /* chainfs qcow2 driver: state shared by the files of drivers/qcow2/.
  *
  * Layout of the driver:
- *   header.c      parse and validate the header, create, set_backing, grow
+ *   header.c      parse and validate the header, set_backing, grow
+ *   create.c      new images
  *   table-cache.c bounded write-back cache of cluster-sized tables (L2
  *                 tables and refcount blocks)
  *   refcount.c    refcounts of any width, cluster allocation and freeing
@@ -31,9 +32,11 @@
 #ifndef CHAINFS_QCOW2_H
 #define CHAINFS_QCOW2_H
 
+#include <endian.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 #include <glib.h>
 
 #include "core/block.h"
@@ -155,13 +158,37 @@ struct qcow2_state {
                                    (atomic) */
 };
 
+/* Big-endian fields of the on-disk structures. */
+static inline uint32_t get_be32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return be32toh(v);
+}
+
+static inline uint64_t get_be64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return be64toh(v);
+}
+
+static inline void put_be32(uint8_t *p, uint32_t v)
+{
+    v = htobe32(v);
+    memcpy(p, &v, 4);
+}
+
+static inline void put_be64(uint8_t *p, uint64_t v)
+{
+    v = htobe64(v);
+    memcpy(p, &v, 8);
+}
+
 /* ---- header.c (no lock: no concurrent I/O) ---- */
 
 /* Parse and validate the header, extensions, L1 and refcount tables. */
 bool qcow2_read_header(struct qcow2_state *s, GError **errp);
-/* Create an image (qcow2_driver.create). */
-bool qcow2_create(const char *filename, const struct block_create_opts *opts,
-                  GError **errp);
 /* Rewrite backing name and format (qcow2_driver.set_backing). */
 bool qcow2_set_backing(struct block_node *node, const char *backing_name,
                        const char *backing_format, GError **errp);
@@ -170,6 +197,22 @@ bool qcow2_grow(struct block_node *node, uint64_t new_size, GError **errp);
 /* Write one header field region (<= 24 bytes, one sector) and sync. */
 int qcow2_write_header_bytes(struct qcow2_state *s, unsigned offset,
                              unsigned len);
+/* Lay out cluster 0 after a header of header_length bytes: backing
+ * format extension, the extensions exts, the end marker, the backing
+ * name.  Returns the bytes used, or 0 if they do not fit. */
+size_t qcow2_layout_cluster0(uint8_t *c0, uint64_t cluster_size,
+                             uint32_t header_length, const uint8_t *exts,
+                             size_t exts_len, const char *backing_name,
+                             const char *backing_format);
+/* Refuse backing names and formats too long for a header. */
+bool qcow2_check_backing_strings(const char *filename, const char *name,
+                                 const char *format, GError **errp);
+
+/* ---- create.c (no lock: no image open) ---- */
+
+/* Create an image (qcow2_driver.create). */
+bool qcow2_create(const char *filename, const struct block_create_opts *opts,
+                  GError **errp);
 
 /* ---- compress.c (no lock needed) ---- */
 
