@@ -6,10 +6,10 @@
  * format knows lives behind struct block_driver.
  *
  * Locking contract, stated once:
- *  - Driver I/O callbacks (read, write, write_zeroes, block_status, flush)
- *    may be called concurrently from many threads on the same node.  A
- *    driver protects its own metadata (qcow2: one mutex per image, held
- *    briefly, never across data I/O to the host file).
+ *  - Driver I/O callbacks (read, write, write_zeroes, block_status, flush,
+ *    map, unmap) may be called concurrently from many threads on the same
+ *    node.  A driver protects its own metadata (qcow2: one mutex per
+ *    image, held briefly, never across data I/O to the host file).
  *  - node->backing, node->backing_name and node->backing_format change only
  *    while the owning disk is drained (see disk.h), so I/O callbacks may
  *    read them without a lock.
