@@ -20,6 +20,14 @@ const struct block_driver *block_driver_by_name(const char *format_name)
     return NULL;
 }
 
+void block_bitmap_info_free(struct block_bitmap_info *info)
+{
+    if (info) {
+        g_free(info->name);
+        g_free(info);
+    }
+}
+
 int host_pread(int fd, void *buf, size_t len, uint64_t offset)
 {
     uint8_t *p = buf;

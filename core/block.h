@@ -70,6 +70,31 @@ struct block_create_opts {
     const char *backing_format; /* recorded in the header when set */
 };
 
+struct dirty_bitmap;
+
+/* A persistent dirty bitmap as an image stores it (qcow2's bitmaps
+ * extension).  Owned strings; block_bitmap_info_free releases one. */
+struct block_bitmap_info {
+    char *name;
+    uint32_t granularity;   /* bytes per bit, a power of two */
+    bool enabled;           /* records writes once loaded (qcow2: auto) */
+    bool in_use;            /* marked in use: the stored bits are not to
+                               be trusted (the writer died) */
+};
+void block_bitmap_info_free(struct block_bitmap_info *info);
+
+/* One bitmap of the set that bitmaps_store writes. */
+struct block_bitmap_entry {
+    const char *name;
+    uint32_t granularity;
+    bool enabled;
+    /* Store it marked in use: bits is ignored (may be NULL), and a bitmap
+     * of this name and granularity already stored keeps its stored bits,
+     * else it gets an empty table. */
+    bool in_use;
+    struct dirty_bitmap *bits;  /* !in_use: the bits to store */
+};
+
 struct block_driver {
     const char *format_name;    /* "qcow2", "raw" */
 
@@ -144,6 +169,35 @@ struct block_driver {
      * way.  Never called concurrently with I/O on the node.  May be NULL:
      * the driver keeps no state that depends on it (raw). */
     bool (*reopen)(struct block_node *node, bool read_only, GError **errp);
+
+    /* Persistent dirty bitmaps.  All four may be NULL together: the format
+     * stores none.  They may run while guest I/O goes on on the node (the
+     * driver takes its own locks), never concurrently with each other,
+     * with open/close/reopen or with set_backing. */
+
+    /* Whether this image, as opened, can store bitmaps; ENOTSUP naming
+     * the file and the reason if not (read-only, qcow2 version 2). */
+    bool (*bitmaps_supported)(struct block_node *node, GError **errp);
+
+    /* The bitmaps stored in the image, as a new array of struct
+     * block_bitmap_info * (with its free function set). */
+    GPtrArray *(*bitmaps_list)(struct block_node *node, GError **errp);
+
+    /* OR the stored bits of the bitmap called name (not in use) into
+     * bitmap, which has the disk's size and the stored granularity.
+     * EIO naming the file for damage (a table entry past the end of the
+     * file, reserved bits set). */
+    bool (*bitmap_read)(struct block_node *node, const char *name,
+                        struct dirty_bitmap *bitmap, GError **errp);
+
+    /* Make the stored set exactly entries[0..n): new data, tables and
+     * directory are written and made durable before one atomic header
+     * write switches to them; then the clusters of what was replaced are
+     * freed.  A crash at any point leaves the old set or the new one.
+     * n == 0 removes the bitmaps extension. */
+    bool (*bitmaps_store)(struct block_node *node,
+                          const struct block_bitmap_entry *entries, size_t n,
+                          GError **errp);
 };
 
 struct block_node {

@@ -13,6 +13,7 @@
  * is a pthread mutex rather than a GMutex: glib's futex-based GMutex is
  * invisible to ThreadSanitizer, which then reports every bit as a race.
  */
+#include <endian.h>
 #include <pthread.h>
 #include <string.h>
 #include <glib.h>
@@ -362,4 +363,100 @@ bool dirty_bitmap_take_dirty_area(struct dirty_bitmap *bitmap,
         area_to_bytes(bitmap, first, count, offset, len);
     }
     return found;
+}
+
+void dirty_bitmap_for_each_run(struct dirty_bitmap *bitmap,
+                               bool (*fn)(void *opaque, uint64_t offset,
+                                          uint64_t len),
+                               void *opaque)
+{
+    uint64_t pos = 0, first, count, offset, len;
+
+    pthread_mutex_lock(&bitmap->lock);
+    while (find_dirty_area(bitmap, pos, bitmap->size, UINT64_MAX, &first,
+                           &count)) {
+        area_to_bytes(bitmap, first, count, &offset, &len);
+        if (!fn(opaque, offset, len)) {
+            break;
+        }
+        pos = (first + count) << bitmap->chunk_shift;
+    }
+    pthread_mutex_unlock(&bitmap->lock);
+}
+
+/* A snapshot of runs, so dst's lock is never taken under src's. */
+static bool collect_run(void *opaque, uint64_t offset, uint64_t len)
+{
+    uint64_t run[2] = { offset, len };
+    g_array_append_vals(opaque, run, 2);
+    return true;
+}
+
+void dirty_bitmap_merge(struct dirty_bitmap *dst, struct dirty_bitmap *src)
+{
+    GArray *runs = g_array_new(false, false, sizeof(uint64_t));
+
+    dirty_bitmap_for_each_run(src, collect_run, runs);
+    for (guint i = 0; i + 1 < runs->len; i += 2) {
+        dirty_bitmap_set(dst, g_array_index(runs, uint64_t, i),
+                         g_array_index(runs, uint64_t, i + 1));
+    }
+    g_array_unref(runs);
+}
+
+uint64_t dirty_bitmap_chunks(const struct dirty_bitmap *bitmap)
+{
+    return bitmap->nbits[0];
+}
+
+bool dirty_bitmap_serialize(struct dirty_bitmap *bitmap, uint64_t first_chunk,
+                            size_t nbytes, void *buf)
+{
+    uint8_t *out = buf;
+    uint64_t first_word = first_chunk / BITS_PER_WORD;
+    uint64_t nwords = words_for(bitmap->nbits[0]);
+    bool any = false;
+
+    g_assert(first_chunk % BITS_PER_WORD == 0);
+    memset(buf, 0, nbytes);
+    pthread_mutex_lock(&bitmap->lock);
+    for (size_t i = 0; i * 8 < nbytes && first_word + i < nwords; i++) {
+        uint64_t word = htole64(bitmap->levels[0][first_word + i]);
+        memcpy(out + i * 8, &word, MIN(8, nbytes - i * 8));
+        any |= word != 0;
+    }
+    pthread_mutex_unlock(&bitmap->lock);
+    return any;
+}
+
+void dirty_bitmap_deserialize(struct dirty_bitmap *bitmap,
+                              uint64_t first_chunk, size_t nbytes,
+                              const void *buf)
+{
+    const uint8_t *in = buf;
+    uint64_t nbits = bitmap->nbits[0];
+
+    g_assert(first_chunk % BITS_PER_WORD == 0);
+    pthread_mutex_lock(&bitmap->lock);
+    for (size_t i = 0; i * 8 < nbytes; i++) {
+        uint64_t word = 0;
+        uint64_t bit0 = first_chunk + i * BITS_PER_WORD;
+        if (bit0 >= nbits) {
+            break;
+        }
+        memcpy(&word, in + i * 8, MIN(8, nbytes - i * 8));
+        word = le64toh(word);
+        if (nbits - bit0 < BITS_PER_WORD) {
+            word &= word_mask(0, nbits - bit0 - 1);
+        }
+        /* Set run by run, so the upper levels stay exact. */
+        while (word) {
+            unsigned lo = __builtin_ctzll(word);
+            uint64_t rest = ~word & (~0ULL << lo);
+            unsigned hi = rest ? __builtin_ctzll(rest) - 1 : BITS_PER_WORD - 1;
+            bitmap->dirty_chunks += set_bits(bitmap, 0, bit0 + lo, bit0 + hi);
+            word &= ~word_mask(lo, hi);
+        }
+    }
+    pthread_mutex_unlock(&bitmap->lock);
 }

@@ -56,4 +56,32 @@ bool dirty_bitmap_take_dirty_area(struct dirty_bitmap *bitmap,
                                   uint64_t *offset, uint64_t end,
                                   uint64_t max_len, uint64_t *len);
 
+/* Call fn for each run of dirty chunks in ascending order, as bytes
+ * (clipped to the size), all from one state of the bitmap: the lock is
+ * held throughout, so writers wait and fn must be quick and must not use
+ * this bitmap.  Stops early when fn returns false. */
+void dirty_bitmap_for_each_run(struct dirty_bitmap *bitmap,
+                               bool (*fn)(void *opaque, uint64_t offset,
+                                          uint64_t len),
+                               void *opaque);
+
+/* OR the dirty byte ranges of src into dst (of any granularity and size),
+ * rounded out to dst's chunks.  src is read in one state; dst may be
+ * written meanwhile. */
+void dirty_bitmap_merge(struct dirty_bitmap *dst, struct dirty_bitmap *src);
+
+/* Chunks in the bitmap (the last one may extend past the size). */
+uint64_t dirty_bitmap_chunks(const struct dirty_bitmap *bitmap);
+
+/* The on-disk layout of qcow2 bitmap data: byte i, bit b (least
+ * significant first) is chunk 8 * i + b.  first_chunk must be a multiple
+ * of 64.  Serialize copies nbytes of bits starting at first_chunk into buf
+ * (chunks past the end read as clear) and returns whether any was set;
+ * deserialize sets (ORs) the bits of buf, ignoring those past the end. */
+bool dirty_bitmap_serialize(struct dirty_bitmap *bitmap, uint64_t first_chunk,
+                            size_t nbytes, void *buf);
+void dirty_bitmap_deserialize(struct dirty_bitmap *bitmap,
+                              uint64_t first_chunk, size_t nbytes,
+                              const void *buf);
+
 #endif
