@@ -209,6 +209,8 @@ struct block_node {
     bool read_only;
     bool is_block_device;
     uint64_t size;              /* virtual size in bytes */
+    uint32_t cluster_size;      /* allocation unit (qcow2's cluster size),
+                                   set by open; 0 for formats without */
 
     /* From the image header (NULL for none); owned by the node. */
     char *backing_name;

@@ -10,8 +10,6 @@
 #include "core/chain.h"
 #include "jobs/mirror.h"
 
-/* Where a qcow2 header keeps cluster_bits (a big-endian u32). */
-#define QCOW2_HEADER_CLUSTER_BITS_OFFSET 20
 /* What a format without clusters is written in. */
 #define MIRROR_SECTOR_SIZE 512
 /* Default granularity bounds (the target's cluster size, clamped). */
@@ -19,19 +17,10 @@
 #define MIRROR_MAX_DEFAULT_GRANULARITY (64u * 1024)
 
 /* The cluster size of the target, which the default granularity and the
- * whole-cluster copies follow.  Read from the header the driver has
- * already validated, so that the core needs no per-format query. */
+ * whole-cluster copies follow. */
 static uint64_t target_cluster_size(struct block_node *node)
 {
-    uint8_t be[4];
-
-    if (strcmp(node->driver->format_name, "qcow2") != 0 ||
-        host_pread(node->fd, be, sizeof(be),
-                   QCOW2_HEADER_CLUSTER_BITS_OFFSET) < 0) {
-        return MIRROR_SECTOR_SIZE;
-    }
-    uint32_t bits = (uint32_t)be[0] << 24 | be[1] << 16 | be[2] << 8 | be[3];
-    return bits >= 9 && bits <= 30 ? 1ull << bits : MIRROR_SECTOR_SIZE;
+    return node->cluster_size ? node->cluster_size : MIRROR_SECTOR_SIZE;
 }
 
 /* The layer of the chain under top that is the file st describes. */

@@ -77,6 +77,7 @@ static bool qcow2_open(struct block_node *node, GError **errp)
         }
     }
     node->size = s->size;
+    node->cluster_size = s->cluster_size;
     node->opaque = s;
     return true;
 }
