@@ -4,6 +4,7 @@
 #include <errno.h>
 
 #include "core/chain.h"
+#include "core/named-bitmap.h"
 
 bool chain_push_overlay(struct disk *disk, struct block_node *overlay,
                         GError **errp)
@@ -23,7 +24,10 @@ bool chain_push_overlay(struct disk *disk, struct block_node *overlay,
 
     disk_drain_begin(disk);
     old_top = disk->top;
+    /* While the old top is still writable: its bitmaps leave it. */
+    named_bitmaps_move_drained(disk, old_top, overlay);
     if (!block_node_make_backing(old_top, errp)) {
+        named_bitmaps_move_drained(disk, overlay, old_top);
         disk_drain_end(disk);
         return false;
     }

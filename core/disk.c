@@ -19,6 +19,7 @@
 
 #include "chain.h"
 #include "disk.h"
+#include "named-bitmap.h"
 
 static void lock_bitmap_list(struct disk *disk)
 {
@@ -50,6 +51,7 @@ struct disk *disk_new(const char *name, struct block_node *top,
 
     pthread_mutex_init(&disk->bitmaps_lock, NULL);
     disk->bitmaps = g_ptr_array_new();
+    disk->named_bitmaps = named_bitmap_set_new();
     disk->write_hooks = g_ptr_array_new();
     disk->read_hooks = g_ptr_array_new();
     return disk;
@@ -78,11 +80,16 @@ int disk_close(struct disk *disk)
     if (!disk) {
         return 0;
     }
-    int ret = flush_chain(disk->top);
+    int ret = named_bitmaps_close(disk);
+    int flush_ret = flush_chain(disk->top);
     int close_ret = chain_close(disk->top);
+    if (ret == 0) {
+        ret = flush_ret;
+    }
     if (ret == 0) {
         ret = close_ret;
     }
+    named_bitmap_set_free(disk->named_bitmaps);
     pthread_rwlock_destroy(&disk->io_lock);
     pthread_mutex_destroy(&disk->bitmaps_lock);
     g_ptr_array_unref(disk->bitmaps);

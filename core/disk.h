@@ -42,6 +42,8 @@ struct disk_write_hook {
  * runs on the reading thread with io_lock held for reading, before the
  * guest sees the data, so it must never wait for a drain; buf holds what
  * was read. */
+struct named_bitmap_set;
+
 struct disk_read_hook {
     void (*after)(void *opaque, uint64_t offset, uint64_t len,
                   const void *buf);
@@ -58,6 +60,9 @@ struct disk {
     pthread_mutex_t bitmaps_lock;
     GPtrArray *bitmaps;         /* struct dirty_bitmap *, not owned */
 
+    /* The named bitmaps (named-bitmap.h); owned, with a lock of its own. */
+    struct named_bitmap_set *named_bitmaps;
+
     GPtrArray *write_hooks;     /* const struct disk_write_hook *, not
                                    owned; changed only while drained */
     GPtrArray *read_hooks;      /* const struct disk_read_hook *, as
@@ -70,7 +75,8 @@ struct disk {
 struct disk *disk_new(const char *name, struct block_node *top,
                       bool read_only);
 
-/* Flush and close the chain and free the disk.  Returns the first error
+/* Store the persistent named bitmaps, flush and close the chain and free
+ * the disk.  Returns the first error
  * from flushing or closing, 0 if none. */
 int disk_close(struct disk *disk);
 

@@ -44,6 +44,7 @@ struct chainfs_fs {
     struct tree *tree;
     struct tree_node *chains_dir;
     struct tree_node *jobs_dir;
+    struct tree_node *bitmaps_dir;
     GPtrArray *disk_files;      /* struct disk_file *, owned */
     uid_t uid;
     gid_t gid;
@@ -98,6 +99,8 @@ struct chainfs_fs *fs_new(void)
                               TREE_NODE_DIR, 0755, 0.0, NULL);
     fs->jobs_dir = tree_add(fs->tree, fs->tree->root, ".jobs",
                             TREE_NODE_DIR, 0755, 0.0, NULL);
+    fs->bitmaps_dir = tree_add(fs->tree, fs->tree->root, ".bitmaps",
+                               TREE_NODE_DIR, 0755, 0.0, NULL);
     fs->statfs_path = g_strdup("/");
     return fs;
 }
@@ -140,6 +143,11 @@ struct tree *fs_tree(struct chainfs_fs *fs)
 struct tree_node *fs_jobs_dir(struct chainfs_fs *fs)
 {
     return fs->jobs_dir;
+}
+
+struct tree_node *fs_bitmaps_dir(struct chainfs_fs *fs)
+{
+    return fs->bitmaps_dir;
 }
 
 /* ---- attributes ---- */
@@ -427,6 +435,13 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
             fuse_reply_err(req, EACCES);
             return;
         }
+        if (node->text_ops->readable) {
+            int ret = node->text_ops->readable(node);
+            if (ret < 0) {
+                fuse_reply_err(req, -ret);
+                return;
+            }
+        }
         file = open_file_new(node);
         if (node->text_ops->render) {
             set_content_locked(file, node->text_ops->render(node));
@@ -480,6 +495,13 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size,
     if (file->node->text_ops->read_at) {
         read_stream(req, file->node, size, offset);
         return;
+    }
+    if (offset == 0 && file->node->text_ops->readable) {
+        int ret = file->node->text_ops->readable(file->node);
+        if (ret < 0) {
+            fuse_reply_err(req, -ret);
+            return;
+        }
     }
     pthread_mutex_lock(&file->lock);
     if (offset == 0 && file->node->text_ops->render) {

@@ -4,6 +4,7 @@
  *   /NAME          a disk (disk-file.h)
  *   /.chains/NAME  the disk's backing chain, top first (disk_describe_chain)
  *   /.jobs/        the control plane (jobs-tree.h adds its files)
+ *   /.bitmaps/     the disks' named bitmaps (bitmaps-tree.h adds them)
  *
  * The file system does not own the disks: the caller closes them once the
  * session has ended.  Thread-safety: the ops may run concurrently from any
@@ -24,7 +25,7 @@ struct chainfs_fs;
 /* The low-level ops; pass the result of fs_new() as userdata. */
 extern const struct fuse_lowlevel_ops fs_lowlevel_ops;
 
-/* A tree holding the root, .chains/ and .jobs/. */
+/* A tree holding the root, .chains/, .jobs/ and .bitmaps/. */
 struct chainfs_fs *fs_new(void);
 
 /* Add /NAME and /.chains/NAME for disk (not owned).  Before mounting
@@ -45,5 +46,9 @@ struct tree *fs_tree(struct chainfs_fs *fs) __attribute__((nonnull));
 
 /* The .jobs directory node. */
 struct tree_node *fs_jobs_dir(struct chainfs_fs *fs) __attribute__((nonnull));
+
+/* The .bitmaps directory node. */
+struct tree_node *fs_bitmaps_dir(struct chainfs_fs *fs)
+    __attribute__((nonnull));
 
 #endif

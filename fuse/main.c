@@ -17,7 +17,9 @@
 #include "core/blocker.h"
 #include "core/chain.h"
 #include "core/disk.h"
+#include "core/named-bitmap.h"
 #include "core/event-log.h"
+#include "bitmaps-tree.h"
 #include "fs.h"
 #include "jobs-tree.h"
 #include "jobs/control.h"
@@ -40,6 +42,7 @@ struct control_plane {
     struct blocker_set *blockers;
     struct control *control;
     struct jobs_tree *jobs_tree;
+    struct bitmaps_tree *bitmaps_tree;
 };
 
 static void control_plane_start(struct control_plane *plane,
@@ -55,6 +58,11 @@ static void control_plane_start(struct control_plane *plane,
     plane->jobs_tree = jobs_tree_new(fs_tree(fs), fs_jobs_dir(fs),
                                      plane->control, plane->jobs,
                                      plane->events);
+    for (guint i = 0; i < disks->len; i++) {
+        named_bitmaps_set_events(g_ptr_array_index(disks, i), plane->events);
+    }
+    plane->bitmaps_tree = bitmaps_tree_new(fs_tree(fs), fs_bitmaps_dir(fs),
+                                           disks);
 }
 
 /* Cancel every job (softly: a ready mirror leaves its target consistent)
@@ -72,6 +80,7 @@ static void control_plane_free(struct control_plane *plane)
 {
     control_plane_stop_jobs(plane);
     jobs_tree_free(plane->jobs_tree);
+    bitmaps_tree_free(plane->bitmaps_tree);
     control_free(plane->control);
     blocker_set_free(plane->blockers);
     event_log_free(plane->events);
@@ -133,6 +142,9 @@ static bool open_disks(const struct options *opts, struct chainfs_fs *fs,
         }
         struct disk *disk = disk_new(spec->name, top, spec->read_only);
         g_ptr_array_add(disks, disk);
+        if (!named_bitmaps_load(disk, errp)) {
+            return false;
+        }
         if (!fs_add_disk(fs, disk)) {
             g_set_error(errp, CHAINFS_ERROR, EEXIST,
                         "disk name '%s' is used twice", spec->name);

@@ -41,6 +41,11 @@ struct tree_text_ops {
      * on the same open file. */
     char *(*render)(struct tree_node *node);
 
+    /* Whether a rendered file can be read now: 0, or the negative errno
+     * that opening it and reading it from offset 0 fail with (an
+     * inconsistent bitmap's extents: -EIO).  May be NULL: always. */
+    int (*readable)(struct tree_node *node);
+
     /* A stream: its current size, and up to len bytes from offset into
      * buf (returns the count, 0 at the end).  Both NULL or both set. */
     uint64_t (*size)(struct tree_node *node);

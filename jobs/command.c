@@ -26,6 +26,8 @@ enum value_kind {
     VALUE_GRANULARITY,  /* uint64_t: power of two 512..64M */
     VALUE_BUF_SIZE,     /* uint64_t: 0 or 512..1G (then >= granularity) */
     VALUE_SPEED,        /* uint64_t: 0..2^63-1 */
+    VALUE_BITMAP,       /* char *: a bitmap name */
+    VALUE_BITMAP_LIST,  /* char *: bitmap names, comma-separated */
 };
 
 struct key_info {
@@ -42,6 +44,7 @@ static const char *const mode_choices[] = {
 static const char *const policy_choices[] = {
     "report", "ignore", "stop", NULL,
 };
+static const char *const on_off_choices[] = { "off", "on", NULL };
 static const char *const copy_mode_choices[] = {
     "background", "write-blocking", NULL,
 };
@@ -82,6 +85,14 @@ static const struct key_info key_table[COMMAND_KEY__MAX] = {
     [COMMAND_KEY_BACKING_FILE] = {
         "backing-file", VALUE_PATH, FIELD(backing_file), NULL,
     },
+    [COMMAND_KEY_NAME] = { "name", VALUE_BITMAP, FIELD(name), NULL },
+    [COMMAND_KEY_PERSISTENT] = {
+        "persistent", VALUE_CHOICE, FIELD(persistent), on_off_choices,
+    },
+    [COMMAND_KEY_DISABLED] = {
+        "disabled", VALUE_CHOICE, FIELD(disabled), on_off_choices,
+    },
+    [COMMAND_KEY_FROM] = { "from", VALUE_BITMAP_LIST, FIELD(from), NULL },
 };
 
 /* What a job verb takes after its ID. */
@@ -146,6 +157,31 @@ static const struct verb_schema verb_table[COMMAND__MAX] = {
     [COMMAND_DISMISS] = {
         "dismiss", 0, 0, true, ARGUMENT_NONE, JOB_VERB_DISMISS,
     },
+    [COMMAND_BITMAP_ADD] = {
+        "bitmap-add", KEY_BIT(DISK) | KEY_BIT(NAME),
+        KEY_BIT(GRANULARITY) | KEY_BIT(PERSISTENT) | KEY_BIT(DISABLED),
+        false, ARGUMENT_NONE, 0,
+    },
+    [COMMAND_BITMAP_REMOVE] = {
+        "bitmap-remove", KEY_BIT(DISK) | KEY_BIT(NAME), 0,
+        false, ARGUMENT_NONE, 0,
+    },
+    [COMMAND_BITMAP_CLEAR] = {
+        "bitmap-clear", KEY_BIT(DISK) | KEY_BIT(NAME), 0,
+        false, ARGUMENT_NONE, 0,
+    },
+    [COMMAND_BITMAP_ENABLE] = {
+        "bitmap-enable", KEY_BIT(DISK) | KEY_BIT(NAME), 0,
+        false, ARGUMENT_NONE, 0,
+    },
+    [COMMAND_BITMAP_DISABLE] = {
+        "bitmap-disable", KEY_BIT(DISK) | KEY_BIT(NAME), 0,
+        false, ARGUMENT_NONE, 0,
+    },
+    [COMMAND_BITMAP_MERGE] = {
+        "bitmap-merge", KEY_BIT(DISK) | KEY_BIT(NAME) | KEY_BIT(FROM), 0,
+        false, ARGUMENT_NONE, 0,
+    },
 };
 
 /* One decoded word; eq points at its first unquoted '=' or is NULL. */
@@ -187,6 +223,22 @@ bool command_valid_name(const char *name, size_t max_len)
     }
     return strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
                         "0123456789._-") == len;
+}
+
+bool command_valid_bitmap_name(const char *name)
+{
+    size_t len = strlen(name);
+
+    if (len == 0 || len > COMMAND_MAX_BITMAP_LEN || name[0] == '.') {
+        return false;
+    }
+    return strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                        "0123456789._-@") == len;
+}
+
+bool command_is_bitmap_verb(enum command_verb verb)
+{
+    return verb >= COMMAND_BITMAP_ADD && verb <= COMMAND_BITMAP_MERGE;
 }
 
 bool command_parse_size(const char *key, const char *value, uint64_t *size,
@@ -328,6 +380,27 @@ static bool command_set_key(struct command *cmd, const char *verb,
     case VALUE_PATH:
         *(char **)field = value;
         return true;
+    case VALUE_BITMAP:
+    case VALUE_BITMAP_LIST: {
+        g_auto(GStrv) names = info->kind == VALUE_BITMAP_LIST
+                              ? g_strsplit(value, ",", -1) : NULL;
+        const char *const single[] = { value, NULL };
+        const char *const *list = names ? (const char *const *)names
+                                        : single;
+
+        for (unsigned i = 0; list[i]; i++) {
+            if (!command_valid_bitmap_name(list[i])) {
+                g_set_error(errp, CHAINFS_ERROR, EINVAL,
+                            "%s: %s: '%s' is not a valid bitmap name "
+                            "([A-Za-z0-9._-], not starting with '.', at "
+                            "most %d characters)", verb, info->name,
+                            list[i], COMMAND_MAX_BITMAP_LEN);
+                return false;
+            }
+        }
+        *(char **)field = value;
+        return true;
+    }
     case VALUE_CHOICE:
         for (unsigned i = 0; info->choices[i]; i++) {
             if (strcmp(info->choices[i], value) == 0) {

@@ -20,6 +20,7 @@
 #define COMMAND_MAX_BYTES (64 * 1024)
 #define COMMAND_MAX_ID_LEN 128      /* job ids */
 #define COMMAND_MAX_DISK_LEN 255    /* disk names (a file name) */
+#define COMMAND_MAX_BITMAP_LEN 1023 /* bitmap names (qcow2's limit) */
 
 enum command_verb {
     COMMAND_MIRROR,
@@ -33,6 +34,12 @@ enum command_verb {
     COMMAND_SET_SPEED,
     COMMAND_CHANGE,
     COMMAND_DISMISS,
+    COMMAND_BITMAP_ADD,     /* the bitmap commands: synchronous */
+    COMMAND_BITMAP_REMOVE,
+    COMMAND_BITMAP_CLEAR,
+    COMMAND_BITMAP_ENABLE,
+    COMMAND_BITMAP_DISABLE,
+    COMMAND_BITMAP_MERGE,
     COMMAND__MAX,
 };
 
@@ -55,6 +62,10 @@ enum command_key {
     COMMAND_KEY_BASE,
     COMMAND_KEY_TOP,
     COMMAND_KEY_BACKING_FILE,
+    COMMAND_KEY_NAME,
+    COMMAND_KEY_PERSISTENT,
+    COMMAND_KEY_DISABLED,
+    COMMAND_KEY_FROM,
     COMMAND_KEY__MAX,
 };
 
@@ -83,6 +94,10 @@ struct command {
     char *base;
     char *top;
     char *backing_file;
+    char *name;             /* a bitmap's name */
+    char *from;             /* bitmap-merge: names, comma-separated */
+    unsigned persistent;    /* on/off: 1/0 */
+    unsigned disabled;
     enum command_sync sync;
     enum command_mode mode;
     uint64_t granularity;   /* 0: not given */
@@ -119,6 +134,12 @@ bool command_job_verb(enum command_verb verb, enum job_verb *job_verb);
  * suffix (powers of 1024); EINVAL on junk or overflow, naming key. */
 bool command_parse_size(const char *key, const char *value, uint64_t *size,
                         GError **errp);
+/* Whether name is a valid bitmap name: [A-Za-z0-9._@-]+, not starting
+ * with '.', at most COMMAND_MAX_BITMAP_LEN bytes ('@' is for the bitmaps
+ * fleece makes; the executor refuses it in new names). */
+bool command_valid_bitmap_name(const char *name);
+/* Whether verb is one of the bitmap-* commands. */
+bool command_is_bitmap_verb(enum command_verb verb);
 /* Whether name is a valid job id or disk name: [A-Za-z0-9._-]+, not
  * starting with '.', at most max_len bytes. */
 bool command_valid_name(const char *name, size_t max_len);

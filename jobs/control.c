@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "core/block.h"
+#include "core/named-bitmap.h"
 #include "jobs/command.h"
 #include "jobs/commit.h"
 #include "jobs/mirror.h"
@@ -368,6 +369,48 @@ static char *execute_snapshot(struct command_context *c, GError **errp)
     return ok ? g_strdup("ok") : NULL;
 }
 
+/* bitmap-add, -remove, -clear, -enable, -disable, -merge.  Under the
+ * lock, so that a job's check that a bitmap is free and its taking it
+ * are one step. */
+static char *execute_bitmap(struct command_context *c, GError **errp)
+{
+    const struct command *cmd = c->cmd;
+    struct disk *disk = find_disk(c->ctl, cmd->disk, errp);
+    g_auto(GStrv) from = NULL;
+    bool ok = false;
+
+    if (!disk) {
+        return NULL;
+    }
+    pthread_mutex_lock(&c->ctl->lock);
+    switch (cmd->verb) {
+    case COMMAND_BITMAP_ADD:
+        ok = named_bitmap_add(disk, cmd->name, cmd->granularity,
+                              cmd->persistent, cmd->disabled, errp);
+        break;
+    case COMMAND_BITMAP_REMOVE:
+        ok = named_bitmap_remove(disk, cmd->name, errp);
+        break;
+    case COMMAND_BITMAP_CLEAR:
+        ok = named_bitmap_clear(disk, cmd->name, errp);
+        break;
+    case COMMAND_BITMAP_ENABLE:
+    case COMMAND_BITMAP_DISABLE:
+        ok = named_bitmap_enable(disk, cmd->name,
+                                 cmd->verb == COMMAND_BITMAP_ENABLE, errp);
+        break;
+    case COMMAND_BITMAP_MERGE:
+        from = g_strsplit(cmd->from, ",", -1);
+        ok = named_bitmap_merge(disk, cmd->name, (const char *const *)from,
+                                errp);
+        break;
+    default:
+        g_assert_not_reached();
+    }
+    pthread_mutex_unlock(&c->ctl->lock);
+    return ok ? g_strdup("ok") : NULL;
+}
+
 /* complete, cancel, pause, resume, set-speed, change, dismiss. */
 static char *execute_job_verb(struct command_context *c, GError **errp)
 {
@@ -476,6 +519,8 @@ static char *execute_command(struct control *ctl, const char *job_id,
         reply = execute_job_verb(&c, errp);
     } else if (cmd.verb == COMMAND_SNAPSHOT) {
         reply = execute_snapshot(&c, errp);
+    } else if (command_is_bitmap_verb(cmd.verb)) {
+        reply = execute_bitmap(&c, errp);
     } else {
         reply = execute_start_job(&c, errp);
     }

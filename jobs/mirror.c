@@ -35,6 +35,7 @@
 
 #include "core/chain.h"
 #include "core/dirty-bitmap.h"
+#include "core/named-bitmap.h"
 #include "jobs/mirror-internal.h"
 #include "jobs/mirror-target.h"
 
@@ -488,8 +489,11 @@ static bool mirror_prepare(struct job *job, GError **errp)
 
     g_assert(m->drained);
     if (job_is_completing(job) && !job_cancel_requested(job)) {
+        /* Before the source may become read-only. */
+        named_bitmaps_move_drained(m->disk, m->disk->top, m->target);
         if (m->sync == COMMAND_SYNC_NONE &&
             !block_node_make_backing(m->source, errp)) {
+            named_bitmaps_move_drained(m->disk, m->target, m->disk->top);
             return false;
         }
         int ret = disk_switch_top_drained(m->disk, m->target);
