@@ -116,7 +116,11 @@ static void test_mirror_every_key(void **state)
         bool mirror_key = key != COMMAND_KEY_OVERLAY &&
                           key != COMMAND_KEY_ON_ERROR &&
                           key != COMMAND_KEY_BASE && key != COMMAND_KEY_TOP &&
-                          key != COMMAND_KEY_BACKING_FILE;
+                          key != COMMAND_KEY_BACKING_FILE &&
+                          key != COMMAND_KEY_NAME &&
+                          key != COMMAND_KEY_PERSISTENT &&
+                          key != COMMAND_KEY_DISABLED &&
+                          key != COMMAND_KEY_FROM;
         assert_int_equal(command_has(&cmd, key), mirror_key);
     }
 
@@ -469,6 +473,56 @@ static void test_names_and_choices(void **state)
     parse_err("commit id=s disk=d on-error=x", "commit: on-error: 'x'");
 }
 
+static void test_bitmap_commands(void **state)
+{
+    g_autofree char *long_name = g_strnfill(COMMAND_MAX_BITMAP_LEN, 'b');
+    g_autofree char *too_long = g_strnfill(COMMAND_MAX_BITMAP_LEN + 1, 'b');
+    g_autofree char *text = NULL;
+
+    (void)state;
+    parse_ok("bitmap-add disk=vm name=b1");
+    assert_int_equal(cmd.verb, COMMAND_BITMAP_ADD);
+    assert_true(command_is_bitmap_verb(cmd.verb));
+    assert_string_equal(cmd.name, "b1");
+    assert_int_equal(cmd.persistent, 0);
+    assert_int_equal(cmd.disabled, 0);
+    assert_int_equal(cmd.granularity, 0);
+
+    parse_ok("bitmap-add disk=vm name=b.2_x-y granularity=4K persistent=on "
+             "disabled=on");
+    assert_int_equal(cmd.persistent, 1);
+    assert_int_equal(cmd.disabled, 1);
+    assert_int_equal(cmd.granularity, 4096);
+
+    parse_ok("bitmap-merge disk=vm name=b1 from=b2,b3@snap");
+    assert_string_equal(cmd.from, "b2,b3@snap");
+    parse_ok("bitmap-remove disk=vm name=b1@snap");
+    assert_int_equal(cmd.verb, COMMAND_BITMAP_REMOVE);
+    assert_false(command_is_bitmap_verb(COMMAND_SNAPSHOT));
+
+    text = g_strdup_printf("bitmap-clear disk=vm name=%s", long_name);
+    parse_ok(text);
+    g_free(text);
+    text = g_strdup_printf("bitmap-clear disk=vm name=%s", too_long);
+    parse_err(text, "is not a valid bitmap name");
+
+    parse_err("bitmap-add disk=vm", "bitmap-add: missing required key 'name'");
+    parse_err("bitmap-add name=b", "bitmap-add: missing required key 'disk'");
+    parse_err("bitmap-add disk=vm name=.b", "not a valid bitmap name");
+    parse_err("bitmap-add disk=vm name=a/b", "not a valid bitmap name");
+    parse_err("bitmap-add disk=vm name=b persistent=yes",
+              "persistent: 'yes' is not one of off, on");
+    parse_err("bitmap-add disk=vm name=b granularity=3K",
+              "not a power of two");
+    parse_err("bitmap-enable disk=vm name=b granularity=4K",
+              "bitmap-enable: unknown key 'granularity'");
+    parse_err("bitmap-merge disk=vm name=b", "missing required key 'from'");
+    parse_err("bitmap-merge disk=vm name=b from=a,,c",
+              "from: '' is not a valid bitmap name");
+    parse_err("bitmap-disable disk=vm name=b id=x",
+              "bitmap-disable: unknown key 'id'");
+}
+
 static void test_bad_commands(void **state)
 {
     static const char nul[] = "mirror id=m\0 disk=d target=/t";
@@ -530,6 +584,7 @@ int main(void)
         cmocka_unit_test_teardown(test_sizes, teardown),
         cmocka_unit_test_teardown(test_bounds, teardown),
         cmocka_unit_test_teardown(test_names_and_choices, teardown),
+        cmocka_unit_test_teardown(test_bitmap_commands, teardown),
         cmocka_unit_test_teardown(test_bad_commands, teardown),
     };
 
