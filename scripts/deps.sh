@@ -10,7 +10,8 @@ packages=(
     libfuse3-dev fuse3                        # FUSE library and fusermount3
     libglib2.0-dev zlib1g-dev                 # libraries
     libcmocka-dev                             # unit tests
-    qemu-utils                                # qemu-img / qemu-io: test oracles
+    qemu-utils                                # qemu-img, qemu-io, qemu-nbd: test oracles
+    libnbd-bin                                # nbdinfo: reads qemu-nbd's dirty bitmaps
     util-linux coreutils diffutils            # mountpoint, fallocate, dd, cmp
     clang libclang-rt-14-dev fio              # fuzzing (libFuzzer runtime), benchmarks
 )
