@@ -679,6 +679,38 @@ void named_bitmaps_move_drained(struct disk *disk, struct block_node *old_top,
     pthread_mutex_unlock(&set->lock);
 }
 
+bool named_bitmaps_mark_layer_in_use(struct block_node *node, GError **errp)
+{
+    g_autoptr(GPtrArray) infos = NULL;
+    g_autoptr(GArray) entries = NULL;
+    bool all_in_use = true;
+
+    if (!node->driver->bitmaps_list) {
+        return true;
+    }
+    infos = node->driver->bitmaps_list(node, errp);
+    if (!infos) {
+        return false;
+    }
+    entries = g_array_new(false, true, sizeof(struct block_bitmap_entry));
+    for (guint i = 0; i < infos->len; i++) {
+        const struct block_bitmap_info *info = g_ptr_array_index(infos, i);
+        struct block_bitmap_entry entry = {
+            .name = info->name,
+            .granularity = info->granularity,
+            .enabled = info->enabled,
+            .in_use = true,
+        };
+
+        all_in_use &= info->in_use;
+        g_array_append_val(entries, entry);
+    }
+    return all_in_use ||
+           node->driver->bitmaps_store(
+               node, (const struct block_bitmap_entry *)(void *)entries->data,
+               entries->len, errp);
+}
+
 int named_bitmaps_close(struct disk *disk)
 {
     struct named_bitmap_set *set = disk->named_bitmaps;

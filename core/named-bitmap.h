@@ -108,6 +108,13 @@ void named_bitmaps_move_drained(struct disk *disk, struct block_node *old_top,
                                 struct block_node *new_top)
     __attribute__((nonnull));
 
+/* A job is about to write into node, a layer below the active one that
+ * was just reopened read-write (a commit's base): no disk records those
+ * writes in the bitmaps node stores, so mark them all in use, which is
+ * what they will be.  Errors name the file. */
+bool named_bitmaps_mark_layer_in_use(struct block_node *node, GError **errp)
+    __attribute__((nonnull(1)));
+
 /* At a clean close, before the chain is flushed and closed: store every
  * persistent bitmap's bits and clear the in-use marks.  Returns 0 or the
  * first negative errno (logged). */

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "core/chain.h"
+#include "core/named-bitmap.h"
 #include "jobs/mirror.h"
 
 struct commit_job {
@@ -341,6 +342,10 @@ static bool prepare_base(struct disk *disk, struct commit_layers *layers,
 
     disk_drain_begin(disk);
     ok = block_node_reopen(base, false, errp);
+    if (ok && !named_bitmaps_mark_layer_in_use(base, errp)) {
+        (void)block_node_reopen(base, true, NULL);
+        ok = false;
+    }
     if (ok && base->size < layers->top->size) {
         ok = base->driver->grow(base, layers->top->size, errp);
         if (!ok) {
