@@ -111,8 +111,8 @@ static void range_end(struct stream_job *s, struct stream_range *r)
  * the caller holds, from the layers above base: zeros (by block status, or
  * found in what was read) as zero clusters, the rest as data.  With `data`
  * (copy-on-read) the guest view is already in data; otherwise buf (len
- * bytes) is used to read it.  Adds the bytes written as data to *copied.  Returns 0 or a
- * negative errno, *is_read saying which side failed. */
+ * bytes) is used to read it.  Adds the bytes written as data to *copied.
+ * Returns 0 or a negative errno, *is_read saying which side failed. */
 static int fill_unallocated(struct stream_job *s, uint64_t offset,
                             uint64_t len, const uint8_t *data, uint8_t *buf,
                             uint64_t *copied, bool *is_read)
