@@ -23,6 +23,7 @@
 #include "core/chain.h"
 #include "core/named-bitmap.h"
 #include "jobs/mirror.h"
+#include "jobs/sparse-copy.h"
 
 struct commit_job {
     struct job common;                  /* first: the framework's part */
@@ -35,6 +36,7 @@ struct commit_job {
     char *backing_file;                 /* NULL: base's path */
     enum job_error_policy on_error;
     int base_zero_flags;                /* UNMAP only without backing */
+    uint64_t zero_align;                /* sparse_copy_align(base) */
 
     uint8_t *buf;                       /* COMMIT_CHUNK_BYTES */
     struct block_writeback writeback;   /* of base, by the run loop */
@@ -48,7 +50,9 @@ static struct commit_job *commit_of(struct job *job)
 /* --- The run loop -------------------------------------------------------- */
 
 /* Write [offset, offset + len), allocated above base, into base: data as
- * data, zeros as zero writes.  *is_read says which side failed. */
+ * data, zeros (by block status, or found in what was read) as zero
+ * writes.  Only bytes written as data count as copied.  *is_read says
+ * which side failed. */
 static int commit_range(struct commit_job *c, uint64_t offset, uint64_t len,
                         bool *is_read)
 {
@@ -70,9 +74,11 @@ static int commit_range(struct commit_job *c, uint64_t offset, uint64_t len,
                 return ret;
             }
             *is_read = false;
-            ret = base->driver->write(base, offset, n, c->buf);
-            job_progress_add_copied(&c->common, n);
-            block_writeback_note(&c->writeback, base, n);
+            uint64_t copied = 0;
+            ret = sparse_copy_write(base, offset, n, c->buf, c->zero_align,
+                                    c->base_zero_flags, &copied);
+            job_progress_add_copied(&c->common, copied);
+            block_writeback_note(&c->writeback, base, copied);
         } else {
             *is_read = false;
             ret = block_node_write_zeroes(base, offset, n,
@@ -126,7 +132,8 @@ static int commit_pass(struct commit_job *c, bool *skipped, GError **errp)
         int ret = chain_is_allocated_above(c->top, c->base, offset, len, &n);
         n = MAX(MIN(n, len), 1);
         if (ret > 0) {
-            if (job_throttle(job, n)) {
+            if (job_throttle(job, sparse_copy_data_bytes(c->top, offset,
+                                                          n))) {
                 return -ECANCELED;
             }
             ret = commit_range(c, offset, n, &is_read);
@@ -407,6 +414,7 @@ struct job *commit_start(struct job_list *list, struct disk *disk,
     c->backing_file = g_strdup(cmd->backing_file);
     c->on_error = cmd->on_error;
     c->base_zero_flags = layers.base->backing ? 0 : BLOCK_ZERO_UNMAP;
+    c->zero_align = sparse_copy_align(layers.base);
     c->buf = g_malloc(COMMIT_CHUNK_BYTES);
     job_set_speed(job, cmd->speed, NULL);
     job_start(job);

@@ -49,6 +49,7 @@ struct mirror_job {
     uint64_t target_cluster;            /* > granularity: copy it whole */
     bool target_reads_zeros;            /* fresh and without backing */
     int target_zero_flags;              /* UNMAP only without backing */
+    uint64_t zero_align;                /* sparse_copy_align(target) */
     struct dirty_bitmap *dirty;
     struct disk_write_hook hook;
     struct block_node *commit_base;     /* active commit: the target is

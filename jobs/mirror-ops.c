@@ -5,6 +5,7 @@
 #include "core/chain.h"
 #include "jobs/mirror.h"
 #include "jobs/mirror-internal.h"
+#include "jobs/sparse-copy.h"
 
 /* --- In-flight operations (m->lock) -------------------------------------- */
 
@@ -71,9 +72,11 @@ void mirror_wait_for_background_ops(struct mirror_job *m)
 /* --- Copying ------------------------------------------------------------- */
 
 /* Copy [offset, offset + bytes) from the source chain to the target, run
- * by run: data is read and written, ranges that read as zero are zeroed
- * (never written as data, so the target stays sparse).  buf holds bytes.
- * Returns 0 or a negative errno, with *is_read saying which side failed. */
+ * by run: ranges the chain reports as zero are zeroed without being read,
+ * data is read and written by sparse_copy_write, so zeros the source holds
+ * as data become zero writes too (never data: the target stays sparse).
+ * Only bytes written as data count as copied.  buf holds bytes.  Returns 0
+ * or a negative errno, with *is_read saying which side failed. */
 int mirror_copy_range(struct mirror_job *m, uint64_t offset, uint64_t bytes,
                       uint8_t *buf, bool *is_read)
 {
@@ -100,8 +103,9 @@ int mirror_copy_range(struct mirror_job *m, uint64_t offset, uint64_t bytes,
                 *is_read = true;
                 break;
             }
-            ret = target->driver->write(target, offset, pnum, data);
-            copied += pnum;
+            ret = sparse_copy_write(target, offset, pnum, data,
+                                    m->zero_align, m->target_zero_flags,
+                                    &copied);
         } else {
             ret = block_node_write_zeroes(target, offset, pnum,
                                           m->target_zero_flags);

@@ -9,19 +9,11 @@
 
 #include "core/chain.h"
 #include "jobs/mirror.h"
+#include "jobs/sparse-copy.h"
 
-/* What a format without clusters is written in. */
-#define MIRROR_SECTOR_SIZE 512
 /* Default granularity bounds (the target's cluster size, clamped). */
 #define MIRROR_MIN_DEFAULT_GRANULARITY 4096u
 #define MIRROR_MAX_DEFAULT_GRANULARITY (64u * 1024)
-
-/* The cluster size of the target, which the default granularity and the
- * whole-cluster copies follow. */
-static uint64_t target_cluster_size(struct block_node *node)
-{
-    return node->cluster_size ? node->cluster_size : MIRROR_SECTOR_SIZE;
-}
 
 /* The layer of the chain under top that is the file st describes. */
 static struct block_node *chain_layer_of(struct block_node *top,
@@ -213,7 +205,7 @@ bool mirror_target_open(struct block_node *source, const struct command *cmd,
               ? open_existing_target(source, cmd, target, errp)
               : create_target(source, backing, cmd, target, errp);
     if (ok) {
-        target->cluster_size = target_cluster_size(target->node);
+        target->cluster_size = sparse_copy_cluster_size(target->node);
     }
     return ok;
 }
@@ -223,7 +215,7 @@ void mirror_target_use_layer(struct block_node *layer,
 {
     *target = (struct mirror_target){
         .node = layer,
-        .cluster_size = target_cluster_size(layer),
+        .cluster_size = sparse_copy_cluster_size(layer),
     };
 }
 

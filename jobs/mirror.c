@@ -38,6 +38,7 @@
 #include "core/named-bitmap.h"
 #include "jobs/mirror-internal.h"
 #include "jobs/mirror-target.h"
+#include "jobs/sparse-copy.h"
 
 /* Take the next dirty area (from the cursor, wrapping around), widened to
  * whole target clusters the first time a cluster is touched. */
@@ -76,28 +77,6 @@ static bool take_dirty_area(struct mirror_job *m, uint64_t *offset,
     return true;
 }
 
-/* Bytes of data (not zeros) in a range: what the rate limit counts. */
-static uint64_t data_bytes_in(struct mirror_job *m, uint64_t offset,
-                              uint64_t bytes)
-{
-    uint64_t total = 0;
-
-    for (uint64_t end = offset + bytes; offset < end;) {
-        uint64_t pnum;
-        int status = block_chain_status(m->source, offset, end - offset,
-                                        &pnum);
-        if (status < 0) {
-            return total + (end - offset);
-        }
-        pnum = MIN(pnum, end - offset);
-        if (status & BLOCK_STATUS_DATA) {
-            total += pnum;
-        }
-        offset += pnum;
-    }
-    return total;
-}
-
 /* Whether another background operation may start now. */
 static bool can_issue(struct mirror_job *m)
 {
@@ -119,7 +98,9 @@ static int issue_copy(struct mirror_job *m)
     if (!take_dirty_area(m, &offset, &bytes)) {
         return 0;
     }
-    if (job_throttle(&m->common, data_bytes_in(m, offset, bytes))) {
+    /* Zeros the source holds as data are read, so they are charged. */
+    if (job_throttle(&m->common,
+                     sparse_copy_data_bytes(m->source, offset, bytes))) {
         dirty_bitmap_set(m->dirty, offset, bytes);
         return -ECANCELED;
     }
@@ -154,7 +135,9 @@ static void *mirror_write_before(void *opaque, uint64_t offset, uint64_t len)
     return op;
 }
 
-/* Write what the guest wrote to the target too; then the chunks the write
+/* Write what the guest wrote to the target too, as the guest wrote it:
+ * data as data (all zeros or not: the guest's business, and no cost added
+ * to its write), zero writes as zero writes.  Then the chunks the write
  * covered whole are in sync (a partial chunk stays dirty).  A target error
  * is the job's (its policy applies; the range stays dirty): the guest
  * write itself succeeded. */
@@ -663,6 +646,7 @@ static struct job *mirror_create(struct job_list *list, struct disk *disk,
     m->target_backing_owned = target->backing_owned;
     m->target_reads_zeros = target->reads_zeros;
     m->target_zero_flags = target->node->backing ? 0 : BLOCK_ZERO_UNMAP;
+    m->zero_align = sparse_copy_align(target->node);
     m->dirty = dirty_bitmap_new(m->size, m->granularity);
     m->hook = (struct disk_write_hook){
         mirror_write_before, mirror_write_after, m,

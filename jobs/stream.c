@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "core/chain.h"
+#include "jobs/sparse-copy.h"
 
 /* A range held by a copy or by a guest write in flight. */
 struct stream_range {
@@ -43,6 +44,7 @@ struct stream_job {
     char *backing_file;                 /* NULL: base's path */
     enum job_error_policy on_error;
     uint64_t size;
+    uint64_t zero_align;                /* sparse_copy_align(top) */
     struct disk_write_hook write_hook;
     struct disk_read_hook read_hook;
     bool copy_on_read;
@@ -106,10 +108,11 @@ static void range_end(struct stream_job *s, struct stream_range *r)
 /* --- Copying ------------------------------------------------------------- */
 
 /* Fill what the top does not allocate in [offset, offset + len), which
- * the caller holds, from the layers above base.  With `data` (copy-on-read)
- * the guest view is already in data; otherwise buf (len bytes) is used to
- * read it.  Adds the bytes written as data to *copied.  Returns 0 or a
- * negative errno, *is_read saying which side failed. */
+ * the caller holds, from the layers above base: zeros (by block status, or
+ * found in what was read) as zero clusters, the rest as data.  With `data`
+ * (copy-on-read) the guest view is already in data; otherwise buf (len
+ * bytes) is used to read it.  Adds the bytes written as data to *copied.
+ * Returns 0 or a negative errno, *is_read saying which side failed. */
 static int fill_unallocated(struct stream_job *s, uint64_t offset,
                             uint64_t len, const uint8_t *data, uint8_t *buf,
                             uint64_t *copied, bool *is_read)
@@ -157,8 +160,9 @@ static int fill_unallocated(struct stream_job *s, uint64_t offset,
                 }
             }
             *is_read = false;
-            ret = top->driver->write(top, offset, n, src);
-            *copied += n;
+            /* Flags 0: zeros become zero clusters over the backing data. */
+            ret = sparse_copy_write(top, offset, n, src, s->zero_align, 0,
+                                    copied);
         }
         if (ret < 0) {
             return ret;
@@ -274,7 +278,8 @@ static int stream_pass(struct stream_job *s, bool *skipped, GError **errp)
         bool is_read = true;
         int ret = status;
         if (status > 0) {
-            if (job_throttle(job, n)) {
+            if (job_throttle(job, sparse_copy_data_bytes(s->top, offset,
+                                                          n))) {
                 return -ECANCELED;
             }
             ret = copy_chunk(s, offset, n, &is_read);
@@ -443,6 +448,7 @@ struct job *stream_start(struct job_list *list, struct disk *disk,
     s->backing_file = g_strdup(cmd->backing_file);
     s->on_error = cmd->on_error;
     s->size = top->size;
+    s->zero_align = sparse_copy_align(top);
     s->buf = g_malloc(STREAM_CHUNK_BYTES);
     s->copy_on_read = base == NULL;
     s->write_hook = (struct disk_write_hook){

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# mirror sync=full keeps the target as sparse as the source: ranges that
-# read as zero (never written, zeroed, discarded) are not written as data,
-# so qemu-img map of the target shows data where the source's chain has
-# data and nowhere else; the content is equal.
+# mirror sync=full keeps the target sparse: ranges that read as zero
+# (never written, zeroed, discarded, or zeros written as data) are not
+# written as data, so qemu-img map of the target shows data where the
+# source's chain has data that is not zero, and nowhere else; the content
+# is equal.
 source "$(dirname "$0")/functions.sh"
 source "$srcdir/tests/shell/ctl-functions.sh"
 source "$srcdir/tests/shell/job-functions.sh"
@@ -30,12 +31,15 @@ stop_chainfs mnt
 
 qemu_check t.qcow2
 out=$(qemu-img compare -F raw t.qcow2 guest.raw 2>&1) || fail "target: $out"
-# The target has data where the source's chain has (zeros written as
-# data included), nowhere else: not where it was never written, zeroed or
-# punched.
-source_extents=$(data_extents top.qcow2 | paste -sd' ')
-assert_eq "$(data_extents t.qcow2 | paste -sd' ')" "$source_extents" "data extents of the target"
-for range in "1048576 1048576" "4194304 4194304" "16777216 524288" "30000000 1000"; do
+# The target has data where the source's chain has data that is not zero
+# (base data at [0, 1M), [2M, 3M), [3.5M, 4M) and [16.5M, 17M), top data
+# at 24M), nowhere else: not where it was never written, zeroed, punched,
+# or where zeros were written as data (3M, 8M by the guest, 26M).
+assert_eq "$(data_extents t.qcow2 | paste -sd' ')" \
+    "0 1048576 2097152 1048576 3670016 524288 17301504 524288 25165824 131072" \
+    "data extents of the target"
+for range in "1048576 1048576" "3145728 524288" "4194304 4194304" \
+    "8388608 1048576" "16777216 524288" "27262976 1048576" "30000000 1000"; do
     qemu-img map --output=json t.qcow2 | awk -v s=${range% *} -v l=${range#* } '
         /"data": true/ {
             match($0, /"start": [0-9]+/); a = substr($0, RSTART + 9, RLENGTH - 9) + 0

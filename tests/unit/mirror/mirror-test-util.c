@@ -91,6 +91,59 @@ void write_pattern(struct disk *disk, uint8_t *model, uint64_t offset,
 }
 
 /* The first offset where a and b differ, or -1. */
+void write_zeros_as_data(struct disk *disk, uint8_t *model, uint64_t offset,
+                         uint64_t len)
+{
+    g_autofree uint8_t *zeros = g_malloc0(len);
+
+    assert_int_equal(disk_write(disk, offset, len, zeros), 0);
+    memset(model + offset, 0, len);
+}
+
+uint64_t node_data_bytes(struct block_node *node, uint64_t offset,
+                         uint64_t len)
+{
+    uint64_t total = 0;
+
+    for (uint64_t end = offset + len; offset < end;) {
+        uint64_t pnum;
+        int status = node->driver->block_status(node, offset, end - offset,
+                                                &pnum);
+        assert_true(status >= 0);
+        assert_true(pnum > 0);
+        pnum = MIN(pnum, end - offset);
+        if (status & BLOCK_STATUS_DATA) {
+            total += pnum;
+        }
+        offset += pnum;
+    }
+    return total;
+}
+
+void assert_node_zero_no_data(struct block_node *node, uint64_t offset,
+                              uint64_t len)
+{
+    for (uint64_t end = offset + len; offset < end;) {
+        uint64_t pnum;
+        int status = node->driver->block_status(node, offset, end - offset,
+                                                &pnum);
+        assert_true(status >= 0);
+        assert_true(pnum > 0);
+        if (status & BLOCK_STATUS_DATA) {
+            fail_msg("%s: data at %llu (+%llu)", node->filename,
+                     (unsigned long long)offset, (unsigned long long)pnum);
+        }
+        if (status & BLOCK_STATUS_ALLOCATED) {
+            assert_true(status & BLOCK_STATUS_ZERO);
+        } else if (node->backing) {
+            fail_msg("%s: unallocated at %llu (+%llu) over a backing file",
+                     node->filename, (unsigned long long)offset,
+                     (unsigned long long)pnum);
+        }
+        offset += MIN(pnum, end - offset);
+    }
+}
+
 static int64_t first_difference(const uint8_t *a, const uint8_t *b,
                                 uint64_t size)
 {

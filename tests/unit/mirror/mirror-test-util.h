@@ -39,6 +39,20 @@ struct disk *open_disk(const char *path);
  * disk and into model (which mirrors the guest view). */
 void write_pattern(struct disk *disk, uint8_t *model, uint64_t offset,
                    uint64_t len, unsigned seed);
+/* Write len zero bytes at offset through the disk as data (not as a zero
+ * write: a qcow2 layer then holds data clusters full of zeros), and into
+ * model. */
+void write_zeros_as_data(struct disk *disk, uint8_t *model, uint64_t offset,
+                         uint64_t len);
+/* Bytes of [offset, offset + len) that node itself reports as data
+ * (BLOCK_STATUS_DATA of its own block status, the backing not asked). */
+uint64_t node_data_bytes(struct block_node *node, uint64_t offset,
+                         uint64_t len);
+/* Assert node itself makes [offset, offset + len) read zeros, without
+ * data: allocated as zero clusters (with a backing file that could show
+ * through), or unallocated without a backing file. */
+void assert_node_zero_no_data(struct block_node *node, uint64_t offset,
+                              uint64_t len);
 /* Assert the disk reads exactly model (size bytes). */
 void assert_disk_equals(struct disk *disk, const uint8_t *model,
                         uint64_t size);

@@ -103,6 +103,15 @@ void zero_layer(const char *path, uint8_t *model, uint64_t offset,
     assert_int_equal(disk_close(disk), 0);
 }
 
+void zero_data_layer(const char *path, uint8_t *model, uint64_t offset,
+                     uint64_t len)
+{
+    struct disk *disk = open_layer(path);
+
+    write_zeros_as_data(disk, model, offset, len);
+    assert_int_equal(disk_close(disk), 0);
+}
+
 void wait_result(struct job *job, enum job_result result)
 {
     wait_state(job, JOB_STATE_CONCLUDED);

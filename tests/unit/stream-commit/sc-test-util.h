@@ -29,6 +29,10 @@ void write_layer(const char *path, uint8_t *model, uint64_t offset,
 void zero_layer(const char *path, uint8_t *model, uint64_t offset,
                 uint64_t len);
 
+/* Same, but write zeros as data (data clusters full of zeros). */
+void zero_data_layer(const char *path, uint8_t *model, uint64_t offset,
+                     uint64_t len);
+
 /* Wait until the job concluded with result; fails with its status. */
 void wait_result(struct job *job, enum job_result result);
 
