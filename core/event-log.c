@@ -67,18 +67,19 @@ void event_log_set_notify(struct event_log *log, event_log_notify_fn *notify,
 
 void event_log_quote_value(GString *out, const char *value)
 {
-    bool needs_quotes = value[0] == '\0';
+    const char *end = value + strnlen(value, EVENT_LOG_MAX_VALUE);
+    bool needs_quotes = value == end;
 
-    for (const char *p = value; *p && !needs_quotes; p++) {
+    for (const char *p = value; p < end && !needs_quotes; p++) {
         needs_quotes = *p == ' ' || *p == '\t' || *p == '"' ||
                        (unsigned char)*p < 0x20 || *p == 0x7f;
     }
     if (!needs_quotes) {
-        g_string_append(out, value);
+        g_string_append_len(out, value, end - value);
         return;
     }
     g_string_append_c(out, '"');
-    for (const char *p = value; *p; p++) {
+    for (const char *p = value; p < end; p++) {
         if (*p == '"' || *p == '\\') {
             g_string_append_c(out, '\\');
             g_string_append_c(out, *p);
@@ -133,6 +134,7 @@ void event_log_append_fields(struct event_log *log, const char *event,
 {
     g_autoptr(GString) body = g_string_sized_new(128);
 
+    g_assert(n <= EVENT_LOG_MAX_FIELDS);
     g_string_append(body, event);
     for (size_t i = 0; i < n; i++) {
         g_string_append_printf(body, " %s=", fields[i].key);
@@ -144,7 +146,7 @@ void event_log_append_fields(struct event_log *log, const char *event,
 
 void event_log_append(struct event_log *log, const char *event, ...)
 {
-    struct event_field fields[16];
+    struct event_field fields[EVENT_LOG_MAX_FIELDS];
     size_t n = 0;
     va_list ap;
 

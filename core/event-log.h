@@ -8,6 +8,9 @@
  * that stream, so a reader at offset X gets the bytes from X on, or from
  * the oldest kept line when X has fallen off the ring.
  *
+ * Memory: each value is cut to EVENT_LOG_MAX_VALUE bytes and an event
+ * holds at most EVENT_LOG_MAX_FIELDS fields, so lines are bounded.
+ *
  * Thread-safety: every function is thread-safe (one mutex per log).  The
  * notify callback runs after an append, outside that mutex, on the
  * appending thread; it must not block.
@@ -20,7 +23,9 @@
 #include <sys/types.h>
 #include <glib.h>
 
-#define EVENT_LOG_MIN_KEPT 1024
+#define EVENT_LOG_MIN_KEPT 1024      /* lines kept at least */
+#define EVENT_LOG_MAX_FIELDS 16      /* key=value fields per event */
+#define EVENT_LOG_MAX_VALUE 4096     /* bytes of a value, longer is cut */
 
 struct event_log;
 
@@ -45,7 +50,8 @@ void event_log_set_notify(struct event_log *log, event_log_notify_fn *notify,
 void event_log_append(struct event_log *log, const char *event, ...)
     __attribute__((nonnull(1, 2), sentinel));
 
-/* Append with the fields given as an array of n. */
+/* Append with the fields given as an array of n (at most
+ * EVENT_LOG_MAX_FIELDS). */
 void event_log_append_fields(struct event_log *log, const char *event,
                              const struct event_field *fields, size_t n)
     __attribute__((nonnull(1, 2)));
@@ -65,7 +71,8 @@ uint64_t event_log_wait(struct event_log *log, uint64_t size,
 
 /* Append value to out, double-quoted and escaped when it holds blanks or
  * quotes or is empty; control characters other than tab become spaces so
- * that an event stays one line. */
+ * that an event stays one line.  Only the first EVENT_LOG_MAX_VALUE bytes
+ * of value are used. */
 void event_log_quote_value(GString *out, const char *value);
 
 #endif

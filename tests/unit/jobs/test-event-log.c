@@ -200,6 +200,24 @@ static void test_ring_wrap(void **state)
     event_log_free(log);
 }
 
+/* Values are cut to EVENT_LOG_MAX_VALUE bytes, so lines stay bounded. */
+static void test_long_value(void **state)
+{
+    struct event_log *log = event_log_new(0);
+    g_autofree char *value = g_strnfill(3 * EVENT_LOG_MAX_VALUE, 'x');
+    g_autofree char *text = NULL;
+    g_autofree char *want = NULL;
+    int64_t stamp;
+
+    (void)state;
+    event_log_append(log, "E", "k", value, NULL);
+    text = read_all(log, 0);
+    value[EVENT_LOG_MAX_VALUE] = '\0';
+    want = g_strdup_printf("E k=%s\n", value);
+    assert_string_equal(after_stamp(text, &stamp), want);
+    event_log_free(log);
+}
+
 static uint64_t notified_size;
 static int notified_count;
 
@@ -307,6 +325,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_quoting),
         cmocka_unit_test(test_offsets),
         cmocka_unit_test(test_ring_wrap),
+        cmocka_unit_test(test_long_value),
         cmocka_unit_test(test_notify_and_wait),
     };
     const struct CMUnitTest thread_tests[] = {
