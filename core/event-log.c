@@ -2,9 +2,11 @@
 #include "core/event-log.h"
 #include "core/deadline.h"
 
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -19,10 +21,13 @@ struct event_log {
     pthread_cond_t appended;
     /* Protected by lock: */
     struct event_line *ring;
-    unsigned kept;          /* ring capacity */
+    unsigned kept;          /* lines kept at least */
+    unsigned capacity;      /* ring slots: kept + EVENT_LOG_DROP_SLACK */
     unsigned oldest;        /* ring index of the oldest line */
     unsigned count;         /* lines in the ring */
     uint64_t size;          /* bytes ever appended */
+    uint64_t dropped_bytes; /* the dropped prefix: offset of the oldest line */
+    uint64_t dropped_lines; /* lines no longer kept */
     event_log_notify_fn *notify;
     void *notify_opaque;
 };
@@ -33,7 +38,8 @@ struct event_log *event_log_new(unsigned kept)
     pthread_condattr_t attr;
 
     log->kept = kept < EVENT_LOG_MIN_KEPT ? EVENT_LOG_MIN_KEPT : kept;
-    log->ring = g_new0(struct event_line, log->kept);
+    log->capacity = log->kept + EVENT_LOG_DROP_SLACK;
+    log->ring = g_new0(struct event_line, log->capacity);
     pthread_mutex_init(&log->lock, NULL);
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
@@ -48,7 +54,7 @@ void event_log_free(struct event_log *log)
         return;
     }
     for (unsigned i = 0; i < log->count; i++) {
-        g_free(log->ring[(log->oldest + i) % log->kept].text);
+        g_free(log->ring[(log->oldest + i) % log->capacity].text);
     }
     g_free(log->ring);
     pthread_cond_destroy(&log->appended);
@@ -67,18 +73,19 @@ void event_log_set_notify(struct event_log *log, event_log_notify_fn *notify,
 
 void event_log_quote_value(GString *out, const char *value)
 {
-    bool needs_quotes = value[0] == '\0';
+    const char *end = value + strnlen(value, EVENT_LOG_MAX_VALUE);
+    bool needs_quotes = value == end;
 
-    for (const char *p = value; *p && !needs_quotes; p++) {
+    for (const char *p = value; p < end && !needs_quotes; p++) {
         needs_quotes = *p == ' ' || *p == '\t' || *p == '"' ||
                        (unsigned char)*p < 0x20 || *p == 0x7f;
     }
     if (!needs_quotes) {
-        g_string_append(out, value);
+        g_string_append_len(out, value, end - value);
         return;
     }
     g_string_append_c(out, '"');
-    for (const char *p = value; *p; p++) {
+    for (const char *p = value; p < end; p++) {
         if (*p == '"' || *p == '\\') {
             g_string_append_c(out, '\\');
             g_string_append_c(out, *p);
@@ -89,6 +96,40 @@ void event_log_quote_value(GString *out, const char *value)
         }
     }
     g_string_append_c(out, '"');
+}
+
+/* The placeholder's text for n dropped lines, without its newline, into
+ * buf (which holds 64 bytes); returns its length. */
+static size_t placeholder_text(uint64_t n, char *buf)
+{
+    return snprintf(buf, 64, "# %" PRIu64 " earlier events dropped", n);
+}
+
+/* Drop the lines beyond kept once, together with the dropped prefix, they
+ * are long enough to read as the placeholder line (see event-log.h). */
+static void event_log_drop_old_locked(struct event_log *log)
+{
+    char text[64];
+    unsigned excess;
+    uint64_t bytes;
+
+    if (log->count <= log->kept) {
+        return;
+    }
+    excess = log->count - log->kept;
+    bytes = log->ring[(log->oldest + excess) % log->capacity].offset -
+            log->dropped_bytes;
+    if (log->dropped_bytes + bytes <
+        placeholder_text(log->dropped_lines + excess, text) + 1) {
+        return;
+    }
+    for (unsigned i = 0; i < excess; i++) {
+        g_free(log->ring[log->oldest].text);
+        log->oldest = (log->oldest + 1) % log->capacity;
+    }
+    log->count -= excess;
+    log->dropped_lines += excess;
+    log->dropped_bytes += bytes;
 }
 
 /* Append one line: the time stamp, then body (`EVENT key=value ...\n`).
@@ -107,16 +148,13 @@ static void event_log_push_line(struct event_log *log, const char *body)
     text = g_strdup_printf("%" G_GINT64_FORMAT ".%06d %s",
                            now_us / G_USEC_PER_SEC,
                            (int)(now_us % G_USEC_PER_SEC), body);
-    if (log->count == log->kept) {
-        g_free(log->ring[log->oldest].text);
-        log->oldest = (log->oldest + 1) % log->kept;
-        log->count--;
-    }
-    slot = &log->ring[(log->oldest + log->count) % log->kept];
+    g_assert(log->count < log->capacity);
+    slot = &log->ring[(log->oldest + log->count) % log->capacity];
     *slot = (struct event_line) { .text = text, .len = strlen(text),
                                   .offset = log->size };
     log->count++;
     log->size += slot->len;
+    event_log_drop_old_locked(log);
     size = log->size;
     notify = log->notify;
     notify_opaque = log->notify_opaque;
@@ -133,6 +171,7 @@ void event_log_append_fields(struct event_log *log, const char *event,
 {
     g_autoptr(GString) body = g_string_sized_new(128);
 
+    g_assert(n <= EVENT_LOG_MAX_FIELDS);
     g_string_append(body, event);
     for (size_t i = 0; i < n; i++) {
         g_string_append_printf(body, " %s=", fields[i].key);
@@ -144,7 +183,7 @@ void event_log_append_fields(struct event_log *log, const char *event,
 
 void event_log_append(struct event_log *log, const char *event, ...)
 {
-    struct event_field fields[16];
+    struct event_field fields[EVENT_LOG_MAX_FIELDS];
     size_t n = 0;
     va_list ap;
 
@@ -180,7 +219,7 @@ static unsigned event_log_find_line(struct event_log *log, uint64_t offset)
     while (low < high) {
         unsigned mid = low + (high - low + 1) / 2;
 
-        if (log->ring[(log->oldest + mid) % log->kept].offset <= offset) {
+        if (log->ring[(log->oldest + mid) % log->capacity].offset <= offset) {
             low = mid;
         } else {
             high = mid - 1;
@@ -189,28 +228,59 @@ static unsigned event_log_find_line(struct event_log *log, uint64_t offset)
     return low;
 }
 
+/* Copy the bytes [offset, offset + len) of the placeholder line, which
+ * fills the dropped prefix (offset + len <= dropped_bytes), into buf. */
+static void event_log_read_placeholder(struct event_log *log,
+                                       uint64_t offset, size_t len, char *buf)
+{
+    char text[64];
+    size_t text_len = placeholder_text(log->dropped_lines, text);
+    uint64_t newline = log->dropped_bytes - 1;
+
+    memset(buf, ' ', len);
+    if (offset < text_len) {
+        memcpy(buf, text + offset, MIN(len, text_len - offset));
+    }
+    if (newline - offset < len) {
+        buf[newline - offset] = '\n';
+    }
+}
+
+/* Copy up to len bytes of the kept lines from offset (inside them) into
+ * buf; returns the number copied. */
+static size_t event_log_read_lines(struct event_log *log, uint64_t offset,
+                                   size_t len, char *buf)
+{
+    size_t copied = 0;
+
+    for (unsigned pos = event_log_find_line(log, offset);
+         pos < log->count && copied < len; pos++) {
+        const struct event_line *line =
+            &log->ring[(log->oldest + pos) % log->capacity];
+        size_t skip = offset > line->offset ? offset - line->offset : 0;
+        size_t chunk = MIN(line->len - skip, len - copied);
+
+        memcpy(buf + copied, line->text + skip, chunk);
+        copied += chunk;
+    }
+    return copied;
+}
+
 size_t event_log_read(struct event_log *log, uint64_t offset, size_t len,
                       void *buf)
 {
     size_t copied = 0;
 
     pthread_mutex_lock(&log->lock);
-    if (log->count > 0 && offset < log->size) {
-        uint64_t oldest_offset = log->ring[log->oldest].offset;
-        unsigned pos;
-
-        if (offset < oldest_offset) {
-            offset = oldest_offset;
+    if (offset < log->size) {
+        len = MIN(len, log->size - offset);
+        if (offset < log->dropped_bytes) {
+            copied = MIN(len, log->dropped_bytes - offset);
+            event_log_read_placeholder(log, offset, copied, buf);
         }
-        for (pos = event_log_find_line(log, offset);
-             pos < log->count && copied < len; pos++) {
-            const struct event_line *line =
-                &log->ring[(log->oldest + pos) % log->kept];
-            size_t skip = offset > line->offset ? offset - line->offset : 0;
-            size_t chunk = MIN(line->len - skip, len - copied);
-
-            memcpy((char *)buf + copied, line->text + skip, chunk);
-            copied += chunk;
+        if (copied < len) {
+            copied += event_log_read_lines(log, offset + copied,
+                                           len - copied, (char *)buf + copied);
         }
     }
     pthread_mutex_unlock(&log->lock);
