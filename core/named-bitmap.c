@@ -403,8 +403,13 @@ static bool remove_locked(struct disk *disk, const char *name, GError **errp)
                     "job '%s'", name, disk->name, b->busy_job);
         return false;
     }
-    if (b->persistent && !disk->read_only &&
-        !store_locked(set, disk->top, b, NULL, false, errp)) {
+    if (b->persistent && disk->read_only) {
+        g_set_error(errp, CHAINFS_ERROR, ENOTSUP,
+                    "bitmap-remove: disk '%s' is read-only: its image keeps "
+                    "bitmap '%s'", disk->name, name);
+        return false;
+    }
+    if (b->persistent && !store_locked(set, disk->top, b, NULL, false, errp)) {
         return false;
     }
     b->enabled = false;

@@ -73,6 +73,7 @@ ctl_error ENOTSUP "persistent=on: disk 'ro' is read-only" $ctl bitmap-add disk=r
 assert_eq "$(listing mnt/.bitmaps/ro)" "b1" "bitmaps of a read-only disk"
 assert_eq "$(cat mnt/.bitmaps/ro/b1/extents)" "$b1_extents
 62914560 65536" "read-only b1"
+ctl_error ENOTSUP "disk 'ro' is read-only: its image keeps bitmap 'b1'" $ctl bitmap-remove disk=ro name=b1
 stop_chainfs mnt
 assert_eq "$(qemu_bitmaps a.qcow2)" "b1 65536 auto" "a read-only mount changed nothing"
 qemu_check a.qcow2
