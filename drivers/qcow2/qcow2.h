@@ -10,7 +10,8 @@
  *                 in-flight allocations
  *   compress.c    reading compressed clusters
  *   bitmap.c      persistent dirty bitmaps: the bitmaps extension, its
- *                 directory and tables (parsed at open, replaced whole)
+ *                 directory and tables (parsed at open), list and read
+ *   bitmap-store.c  replacing the whole set of bitmaps, crash-atomically
  *   io.c          read, write, write_zeroes, block_status, flush
  *   qcow2.c       the ops table, open and close
  *
@@ -74,6 +75,19 @@
 #define QCOW2_BMT_ALL_ONES (1ull << 0)
 #define QCOW2_BMT_OFFSET_MASK 0x00fffffffffffe00ull
 #define QCOW2_BMT_RESERVED_MASK 0xff000000000001feull
+
+/* Bitmaps: QEMU's limits, so that what one writes the other opens. */
+#define QCOW2_BM_MAX_BITMAPS 65535u
+#define QCOW2_BM_MAX_DIRECTORY_BYTES (64ull << 20)
+#define QCOW2_BM_MAX_NAME_BYTES 1023u
+#define QCOW2_BM_MAX_TABLE_ENTRIES 0x8000000u
+#define QCOW2_BM_MAX_BITMAP_BYTES (512ull << 20) /* table entries * cluster */
+#define QCOW2_BM_MIN_GRANULARITY_BITS 9
+#define QCOW2_BM_MAX_GRANULARITY_BITS 31
+#define QCOW2_BM_TYPE_DIRTY_TRACKING 1
+#define QCOW2_BM_DIR_ENTRY_HEADER 24        /* fixed part of an entry */
+#define QCOW2_BM_EXT_DATA_LEN 24            /* bitmaps extension payload */
+
 
 #define QCOW2_OFLAG_COPIED (1ull << 63)
 #define QCOW2_OFLAG_COMPRESSED (1ull << 62)
@@ -187,6 +201,12 @@ struct qcow2_state {
                                    (atomic) */
 };
 
+static inline uint64_t qcow2_round_to_clusters(const struct qcow2_state *s,
+                                               uint64_t bytes)
+{
+    return (bytes + s->cluster_size - 1) & ~(s->cluster_size - 1);
+}
+
 /* Big-endian fields of the on-disk structures. */
 static inline uint32_t get_be32(const uint8_t *p)
 {
@@ -247,7 +267,16 @@ int qcow2_rewrite_cluster0(struct qcow2_state *s, const char *backing_name,
 bool qcow2_check_backing_strings(const char *filename, const char *name,
                                  const char *format, GError **errp);
 
-/* ---- bitmap.c ---- */
+/* ---- bitmap.c, bitmap-store.c ---- */
+
+/* The entry of set called name, or NULL. */
+struct qcow2_bitmap *qcow2_bitmap_find(GPtrArray *set, const char *name);
+/* Table entries a bitmap of granularity 2^gbits needs for the disk, as
+ * QEMU counts them (0 when the disk is smaller than a sector). */
+uint64_t qcow2_bitmap_table_entries(struct qcow2_state *s, unsigned gbits);
+/* Read a bitmap table (size entries), in host byte order. */
+int qcow2_bitmap_read_table(struct qcow2_state *s, uint64_t offset,
+                            uint32_t size, uint64_t **out);
 
 /* An empty array of struct qcow2_bitmap * that frees its entries. */
 GPtrArray *qcow2_bitmap_array_new(void);
