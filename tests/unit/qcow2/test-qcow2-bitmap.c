@@ -435,6 +435,35 @@ static void test_stale_extension(void **state)
     assert_true(ret == 0 || ret == 3);    /* the stale tables leak */
 }
 
+/* set_backing keeps the bitmaps extension (first after the header). */
+static void test_set_backing_keeps_bitmaps(void **state)
+{
+    (void)state;
+    g_autofree char *path = path_in_tmp("backing.qcow2");
+    create_image(path, 4 << 20, 4096);
+    struct block_node *node = open_ok(path, false);
+    struct block_bitmap_entry e = { "kept", 65536, true, false,
+                                    make_bits(4 << 20, 65536, 5) };
+    store_ok(node, &e, 1);
+    GError *err = NULL;
+    assert_true(qcow2_driver.set_backing(node, "some/base.raw", "raw", &err));
+    expect_set(node, &e, 1);
+    assert_int_equal(tu_close(node), 0);
+    node = open_ok(path, false);
+    assert_string_equal(node->backing_name, "some/base.raw");
+    expect_set(node, &e, 1);
+    assert_true(qcow2_driver.set_backing(node, NULL, NULL, &err));
+    tu_close(node);
+    node = open_ok(path, true);
+    assert_null(node->backing_name);
+    expect_set(node, &e, 1);
+    tu_close(node);
+    if (tu_have_qemu()) {
+        check_clean(path);
+    }
+    dirty_bitmap_free(e.bits);
+}
+
 int main(void)
 {
     tmpdir = tu_tmpdir();
@@ -444,6 +473,7 @@ int main(void)
         cmocka_unit_test(test_store_refused),
         cmocka_unit_test(test_qemu_to_us),
         cmocka_unit_test(test_stale_extension),
+        cmocka_unit_test(test_set_backing_keeps_bitmaps),
     };
     int ret = cmocka_run_group_tests(tests, NULL, NULL);
     tu_rmdir(tmpdir);
