@@ -82,6 +82,7 @@ bool qcow2_create(const char *filename, const struct block_create_opts *opts,
     const char *name = opts->backing_name && *opts->backing_name ?
                        opts->backing_name : NULL;
     if (!qcow2_layout_cluster0(image, cs, CREATE_HEADER_LENGTH, NULL, 0,
+                               NULL, 0,
                                name, name ? opts->backing_format : NULL)) {
         g_set_error(errp, CHAINFS_ERROR, EINVAL, "%s: backing file name "
                     "does not fit in the header cluster", filename);

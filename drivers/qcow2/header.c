@@ -94,9 +94,19 @@ static bool check_incompat(struct qcow2_state *s, const uint8_t *ftable,
     return true;
 }
 
-/* Walk the header extensions of cluster 0, keeping the ones to preserve. */
+/* Where parse_extensions found the bitmaps extension (NULL: none). */
+struct bitmaps_ext_ref {
+    const uint8_t *data;
+    size_t len;
+};
+
+/* Walk the header extensions of cluster 0, keeping the ones to preserve.
+ * The bitmaps extension is kept apart (bitmaps), and only when autoclear
+ * bit 0 says it is current: otherwise a program that knows nothing of
+ * bitmaps wrote the image since, and the extension is stale. */
 static bool parse_extensions(struct qcow2_state *s, const uint8_t *c0,
-                             uint64_t end, GError **errp)
+                             uint64_t end, struct bitmaps_ext_ref *bitmaps,
+                             GError **errp)
 {
     const uint8_t *ftable = NULL;
     size_t ftable_len = 0;
@@ -137,6 +147,17 @@ static bool parse_extensions(struct qcow2_state *s, const uint8_t *c0,
             set_error(errp, ENOTSUP, s->filename,
                       "encrypted images are not supported");
             goto out;
+        case QCOW2_EXT_BITMAPS:
+            if (bitmaps->data) {
+                set_error(errp, EINVAL, s->filename,
+                          "two bitmaps extensions in the header");
+                goto out;
+            }
+            if (s->autoclear & QCOW2_AUTOCLEAR_BITMAPS) {
+                bitmaps->data = data;
+                bitmaps->len = len;
+            }
+            break;
         case QCOW2_EXT_FEATURE_TABLE:
             ftable = data;
             ftable_len = len;
@@ -399,11 +420,19 @@ bool qcow2_read_header(struct qcow2_state *s, GError **errp)
     if (backing_offset != 0) {
         ext_end = MIN(ext_end, backing_offset);
     }
-    if (!parse_extensions(s, c0, ext_end, errp)) {
+    struct bitmaps_ext_ref bitmaps = { 0 };
+    if (!parse_extensions(s, c0, ext_end, &bitmaps, errp)) {
         return false;
     }
     s->host_end = file_size;
-    return read_tables(s, file_size, errp);
+    if (!read_tables(s, file_size, errp)) {
+        return false;
+    }
+    if (bitmaps.data &&
+        !qcow2_bitmaps_load(s, bitmaps.data, bitmaps.len, file_size, errp)) {
+        return false;
+    }
+    return true;
 }
 
 /* Put the in-memory values of the mutable fields into header_raw. */
@@ -433,21 +462,27 @@ int qcow2_write_header_bytes(struct qcow2_state *s, unsigned offset,
     return ret;
 }
 
-/* Lay out cluster 0 after the header: backing format extension, the
- * preserved extensions, the end marker, then the backing name.  Returns
+/* Lay out cluster 0 after the header: the lead (bitmaps) extension,
+ * backing format extension, the preserved extensions, the end marker, then the backing name.  Returns
  * the number of bytes used, or 0 if it does not fit. */
 size_t qcow2_layout_cluster0(uint8_t *c0, uint64_t cluster_size,
-                             uint32_t header_length, const uint8_t *exts,
+                             uint32_t header_length, const uint8_t *lead,
+                             size_t lead_len, const uint8_t *exts,
                              size_t exts_len, const char *backing_name,
                              const char *backing_format)
 {
     size_t pos = header_length;
     size_t fmt_len = backing_format ? strlen(backing_format) : 0;
     size_t name_len = backing_name ? strlen(backing_name) : 0;
-    size_t need = pos + (fmt_len ? 8 + ((fmt_len + 7) & ~7u) : 0) +
+    size_t need = pos + lead_len +
+                  (fmt_len ? 8 + ((fmt_len + 7) & ~7u) : 0) +
                   exts_len + 8 + name_len;
     if (need > cluster_size) {
         return 0;
+    }
+    if (lead_len > 0) {
+        memcpy(c0 + pos, lead, lead_len);
+        pos += lead_len;
     }
     if (fmt_len) {
         put_be32(c0 + pos, QCOW2_EXT_BACKING_FORMAT);
@@ -510,10 +545,12 @@ static bool ranges_overlap(uint64_t a, uint64_t a_len, uint64_t b,
  * must differ from the file's only in sector 0, and the name goes first
  * to bytes the old header does not reference (right after the extension
  * area, or at the end of the cluster), then sector 0 switches to it.
- * Layouts where that cannot be arranged (clusters of 512 bytes, a
- * backing format extension changing length in a long extension area)
- * fall back to one write of the whole range. */
-static int write_cluster0(struct qcow2_state *s, uint8_t *c0, size_t used)
+ * Layouts where that cannot be arranged (a backing format extension
+ * changing length in a long extension area) fall back to one write of
+ * the whole range, or fail with -ENOSPC before writing anything when
+ * require_atomic. */
+static int write_cluster0(struct qcow2_state *s, uint8_t *c0, size_t used,
+                          bool require_atomic)
 {
     const size_t sector = 512;
     uint64_t cs = s->cluster_size;
@@ -534,6 +571,9 @@ static int write_cluster0(struct qcow2_state *s, uint8_t *c0, size_t used)
         bool same_tail = ext_end <= sector ||
                          memcmp(c0 + sector, old + sector,
                                 ext_end - sector) == 0;
+        if (require_atomic && !same_tail) {
+            return -ENOSPC;
+        }
         uint64_t slots[2] = { MAX(ext_end, old_ext_end),
                               (cs - name_len) & ~7ull };
         for (unsigned i = 0; same_tail && name_len && i < 2; i++) {
@@ -563,11 +603,97 @@ static int write_cluster0(struct qcow2_state *s, uint8_t *c0, size_t used)
             write_len = sector;
         }
     }
+    if (require_atomic && write_len > sector) {
+        return -ENOSPC;
+    }
     int ret = host_pwrite(s->fd, c0, write_len, 0);
     if (ret == 0 && fdatasync(s->fd) < 0) {
         ret = -errno;
     }
     return ret;
+}
+
+/* Preserved extensions without the feature name table (a copy). */
+static uint8_t *extensions_without_ftable(const uint8_t *exts, size_t len,
+                                          size_t *out_len)
+{
+    GByteArray *kept = g_byte_array_new();
+    size_t pos = 0;
+    while (pos + 8 <= len) {
+        uint64_t ext_len = 8 + ((get_be32(exts + pos + 4) + 7ull) & ~7ull);
+        ext_len = MIN(ext_len, len - pos);
+        if (get_be32(exts + pos) != QCOW2_EXT_FEATURE_TABLE) {
+            g_byte_array_append(kept, exts + pos, ext_len);
+        }
+        pos += ext_len;
+    }
+    *out_len = kept->len;
+    return g_byte_array_free(kept, false);
+}
+
+/* Whether c0 (used bytes) differs from the file's cluster 0 beyond
+ * sector 0 inside its extension area (then one sector write cannot
+ * switch to it). */
+static bool extension_tail_changes(struct qcow2_state *s, const uint8_t *c0,
+                                   size_t used)
+{
+    uint64_t name = get_be64(c0 + 8);
+    size_t ext_end = get_be32(c0 + 16) ? name : used;
+    if (ext_end <= 512) {
+        return false;
+    }
+    g_autofree uint8_t *old = g_malloc0(ext_end - 512);
+    if (qcow2_pread_data(s->fd, old, ext_end - 512, 512) < 0) {
+        return true;
+    }
+    return memcmp(old, c0 + 512, ext_end - 512) != 0;
+}
+
+int qcow2_rewrite_cluster0(struct qcow2_state *s, const char *backing_name,
+                           const char *backing_format, bool require_atomic)
+{
+    uint8_t lead[32];
+    size_t lead_len = qcow2_bitmaps_ext_encode(s, lead);
+    g_autofree uint8_t *c0 = g_malloc0(s->cluster_size);
+    g_autofree uint8_t *exts = NULL;
+    size_t exts_len = 0;
+
+    encode_header(s);
+    memcpy(c0, s->header_raw, s->header_length);
+    size_t used = qcow2_layout_cluster0(c0, s->cluster_size,
+                                        s->header_length, lead, lead_len,
+                                        s->extensions, s->extensions_len,
+                                        backing_name, backing_format);
+    if (used == 0 || extension_tail_changes(s, c0, used)) {
+        /* The feature name table only names bits for humans: dropping it
+         * may make the change fit in sector 0. */
+        exts = extensions_without_ftable(s->extensions, s->extensions_len,
+                                         &exts_len);
+        if (exts_len != s->extensions_len) {
+            memset(c0, 0, s->cluster_size);
+            memcpy(c0, s->header_raw, s->header_length);
+            used = qcow2_layout_cluster0(c0, s->cluster_size,
+                                         s->header_length, lead, lead_len,
+                                         exts, exts_len, backing_name,
+                                         backing_format);
+        } else {
+            g_clear_pointer(&exts, g_free);
+        }
+    }
+    if (used == 0) {
+        return -E2BIG;
+    }
+    int ret = write_cluster0(s, c0, used, require_atomic);
+    if (ret < 0) {
+        return ret;
+    }
+    memcpy(s->header_raw, c0, s->header_length);
+    if (exts) {
+        g_free(s->extensions);
+        s->extensions = g_steal_pointer(&exts);
+        s->extensions_len = exts_len;
+    }
+    return 0;
 }
 
 bool qcow2_set_backing(struct block_node *node, const char *backing_name,
@@ -599,24 +725,13 @@ bool qcow2_set_backing(struct block_node *node, const char *backing_name,
     }
 
     pthread_mutex_lock(&s->lock);
-    encode_header(s);
-    g_autofree uint8_t *c0 = g_malloc0(s->cluster_size);
-    memcpy(c0, s->header_raw, s->header_length);
-    size_t used = qcow2_layout_cluster0(c0, s->cluster_size,
-                                        s->header_length, s->extensions,
-                                        s->extensions_len, backing_name,
-                                        backing_format);
-    if (used == 0) {
-        pthread_mutex_unlock(&s->lock);
+    ret = qcow2_rewrite_cluster0(s, backing_name, backing_format, false);
+    pthread_mutex_unlock(&s->lock);
+    if (ret == -E2BIG) {
         set_error(errp, EINVAL, s->filename,
                   "backing file name does not fit in the header cluster");
         return false;
     }
-    ret = write_cluster0(s, c0, used);
-    if (ret == 0) {
-        memcpy(s->header_raw, c0, s->header_length);
-    }
-    pthread_mutex_unlock(&s->lock);
     if (ret < 0) {
         set_error(errp, -ret, s->filename, "cannot rewrite the header: %s",
                   g_strerror(-ret));
@@ -711,6 +826,7 @@ bool qcow2_grow(struct block_node *node, uint64_t new_size, GError **errp)
         s->size = old_size;
     } else {
         node->size = new_size;
+        qcow2_bitmaps_resized(s);
     }
     pthread_mutex_unlock(&s->lock);
     if (ret < 0) {

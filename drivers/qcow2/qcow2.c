@@ -26,6 +26,9 @@ static void state_free(struct qcow2_state *s)
     table_cache_free(s->refblock_cache);
     g_free(s->header_raw);
     g_free(s->extensions);
+    if (s->bitmaps) {
+        g_ptr_array_unref(s->bitmaps);
+    }
     g_free(s->l1_table);
     g_free(s->reftable);
     g_array_unref(s->inflight);
@@ -33,6 +36,13 @@ static void state_free(struct qcow2_state *s)
     pthread_cond_destroy(&s->alloc_done);
     pthread_mutex_destroy(&s->lock);
     g_free(s);
+}
+
+/* The autoclear bits a writer may keep: bit 0 while the image has a
+ * valid bitmaps extension (this driver maintains it), no other. */
+static uint64_t autoclear_to_keep(struct qcow2_state *s)
+{
+    return s->bitmaps->len > 0 ? s->autoclear & QCOW2_AUTOCLEAR_BITMAPS : 0;
 }
 
 static bool qcow2_open(struct block_node *node, GError **errp)
@@ -48,6 +58,7 @@ static bool qcow2_open(struct block_node *node, GError **errp)
     s->inflight = g_array_new(false, false, sizeof(struct qcow2_inflight));
     s->pending_frees = g_array_new(false, false,
                                    sizeof(struct qcow2_host_range));
+    s->bitmaps = qcow2_bitmap_array_new();
 
     if (!qcow2_read_header(s, errp)) {
         g_clear_pointer(&node->backing_name, g_free);
@@ -61,10 +72,11 @@ static bool qcow2_open(struct block_node *node, GError **errp)
     s->refblock_cache = table_cache_new(s->fd, s->cluster_size,
                                         qcow2_refblock_cache_bytes, NULL,
                                         NULL);
-    if (!s->read_only && s->autoclear != 0) {
-        /* We maintain none of the autoclear features (bitmaps, raw
-         * external data): clear them before the first write. */
-        s->autoclear = 0;
+    if (!s->read_only && s->autoclear != autoclear_to_keep(s)) {
+        /* Of the autoclear features we maintain only bitmaps: clear the
+         * others (and a bitmaps bit without bitmaps) before the first
+         * write. */
+        s->autoclear = autoclear_to_keep(s);
         int ret = qcow2_write_header_bytes(s, QCOW2_HDR_AUTOCLEAR, 8);
         if (ret < 0) {
             g_set_error(errp, CHAINFS_ERROR, -ret,
@@ -121,9 +133,9 @@ static bool qcow2_reopen(struct block_node *node, bool read_only,
     }
     pthread_mutex_lock(&s->lock);
     s->read_only = read_only;
-    if (!read_only && s->autoclear != 0) {
+    if (!read_only && s->autoclear != autoclear_to_keep(s)) {
         uint64_t old = s->autoclear;
-        s->autoclear = 0;
+        s->autoclear = autoclear_to_keep(s);
         ret = qcow2_write_header_bytes(s, QCOW2_HDR_AUTOCLEAR, 8);
         if (ret < 0) {
             s->autoclear = old;
@@ -156,4 +168,8 @@ const struct block_driver qcow2_driver = {
     .set_backing = qcow2_set_backing,
     .grow = qcow2_grow,
     .reopen = qcow2_reopen,
+    .bitmaps_supported = qcow2_bitmaps_supported,
+    .bitmaps_list = qcow2_bitmaps_list,
+    .bitmap_read = qcow2_bitmap_read,
+    .bitmaps_store = qcow2_bitmaps_store,
 };

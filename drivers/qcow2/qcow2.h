@@ -9,6 +9,9 @@
  *   cluster.c     guest cluster -> L2 entry mapping, L2 table allocation,
  *                 in-flight allocations
  *   compress.c    reading compressed clusters
+ *   bitmap.c      persistent dirty bitmaps: the bitmaps extension, its
+ *                 directory and tables (parsed at open), list and read
+ *   bitmap-store.c  replacing the whole set of bitmaps, crash-atomically
  *   io.c          read, write, write_zeroes, block_status, flush
  *   qcow2.c       the ops table, open and close
  *
@@ -63,6 +66,29 @@
 #define QCOW2_EXT_CRYPTO 0x0537be77u
 #define QCOW2_EXT_DATA_FILE 0x44415441u
 
+#define QCOW2_AUTOCLEAR_BITMAPS (1ull << 0)
+
+/* Bitmap directory entry flags and bitmap table entries. */
+#define QCOW2_BME_IN_USE (1u << 0)
+#define QCOW2_BME_AUTO (1u << 1)
+#define QCOW2_BME_EXTRA_DATA_COMPATIBLE (1u << 2)
+#define QCOW2_BMT_ALL_ONES (1ull << 0)
+#define QCOW2_BMT_OFFSET_MASK 0x00fffffffffffe00ull
+#define QCOW2_BMT_RESERVED_MASK 0xff000000000001feull
+
+/* Bitmaps: QEMU's limits, so that what one writes the other opens. */
+#define QCOW2_BM_MAX_BITMAPS 65535u
+#define QCOW2_BM_MAX_DIRECTORY_BYTES (64ull << 20)
+#define QCOW2_BM_MAX_NAME_BYTES 1023u
+#define QCOW2_BM_MAX_TABLE_ENTRIES 0x8000000u
+#define QCOW2_BM_MAX_BITMAP_BYTES (512ull << 20) /* table entries * cluster */
+#define QCOW2_BM_MIN_GRANULARITY_BITS 9
+#define QCOW2_BM_MAX_GRANULARITY_BITS 31
+#define QCOW2_BM_TYPE_DIRTY_TRACKING 1
+#define QCOW2_BM_DIR_ENTRY_HEADER 24        /* fixed part of an entry */
+#define QCOW2_BM_EXT_DATA_LEN 24            /* bitmaps extension payload */
+
+
 #define QCOW2_OFLAG_COPIED (1ull << 63)
 #define QCOW2_OFLAG_COMPRESSED (1ull << 62)
 #define QCOW2_OFLAG_ZERO (1ull << 0)
@@ -95,6 +121,16 @@ struct table_entry {
     bool dirty;        /* modified since read or written */
     unsigned pins;     /* users holding a pointer; never evicted while > 0 */
     GList lru_link;    /* position in the cache's LRU queue */
+};
+
+/* One entry of the bitmap directory, as parsed at open or last stored. */
+struct qcow2_bitmap {
+    char *name;
+    uint32_t granularity_bits;
+    uint32_t flags;             /* QCOW2_BME_* */
+    uint64_t table_offset;
+    uint32_t table_size;        /* entries */
+    bool damaged;               /* table does not fit the disk: in use */
 };
 
 /* A guest cluster range [first, end) whose allocation is in flight. */
@@ -131,8 +167,15 @@ struct qcow2_state {
     uint32_t refcount_order;
     uint32_t nb_snapshots;
     uint64_t snapshots_offset;
-    uint8_t *extensions;        /* preserved extensions (not backing fmt) */
+    uint8_t *extensions;        /* preserved extensions (not backing fmt,
+                                   not bitmaps) */
     size_t extensions_len;
+
+    /* Persistent bitmaps (struct qcow2_bitmap *): empty when the image
+     * has no valid bitmaps extension.  Changed only by bitmaps_store. */
+    GPtrArray *bitmaps;
+    uint64_t bitmap_dir_offset;
+    uint64_t bitmap_dir_size;
 
     uint32_t l2_bits;           /* log2 of entries per L2 table */
     uint64_t *l1_table;         /* host byte order */
@@ -157,6 +200,12 @@ struct qcow2_state {
     gint data_io_in_flight;     /* reads/writes using host clusters
                                    (atomic) */
 };
+
+static inline uint64_t qcow2_round_to_clusters(const struct qcow2_state *s,
+                                               uint64_t bytes)
+{
+    return (bytes + s->cluster_size - 1) & ~(s->cluster_size - 1);
+}
 
 /* Big-endian fields of the on-disk structures. */
 static inline uint32_t get_be32(const uint8_t *p)
@@ -197,16 +246,57 @@ bool qcow2_grow(struct block_node *node, uint64_t new_size, GError **errp);
 /* Write one header field region (<= 24 bytes, one sector) and sync. */
 int qcow2_write_header_bytes(struct qcow2_state *s, unsigned offset,
                              unsigned len);
-/* Lay out cluster 0 after a header of header_length bytes: backing
- * format extension, the extensions exts, the end marker, the backing
- * name.  Returns the bytes used, or 0 if they do not fit. */
+/* Lay out cluster 0 after a header of header_length bytes: the extension
+ * lead (bitmaps, may be NULL), the backing format extension, the
+ * extensions exts, the end marker, the backing name.  Returns the bytes
+ * used, or 0 if they do not fit. */
 size_t qcow2_layout_cluster0(uint8_t *c0, uint64_t cluster_size,
-                             uint32_t header_length, const uint8_t *exts,
+                             uint32_t header_length, const uint8_t *lead,
+                             size_t lead_len, const uint8_t *exts,
                              size_t exts_len, const char *backing_name,
                              const char *backing_format);
+/* Rewrite cluster 0 from the in-memory header, bitmaps extension,
+ * preserved extensions and the given backing strings, atomically: when
+ * the extension area would change beyond sector 0 the feature name table
+ * is dropped; if that is not enough, require_atomic fails with -ENOSPC
+ * and otherwise the whole area is written at once.  Caller holds the
+ * lock (or runs with no I/O). */
+int qcow2_rewrite_cluster0(struct qcow2_state *s, const char *backing_name,
+                           const char *backing_format, bool require_atomic);
 /* Refuse backing names and formats too long for a header. */
 bool qcow2_check_backing_strings(const char *filename, const char *name,
                                  const char *format, GError **errp);
+
+/* ---- bitmap.c, bitmap-store.c ---- */
+
+/* The entry of set called name, or NULL. */
+struct qcow2_bitmap *qcow2_bitmap_find(GPtrArray *set, const char *name);
+/* Table entries a bitmap of granularity 2^gbits needs for the disk, as
+ * QEMU counts them (0 when the disk is smaller than a sector). */
+uint64_t qcow2_bitmap_table_entries(struct qcow2_state *s, unsigned gbits);
+/* Read a bitmap table (size entries), in host byte order. */
+int qcow2_bitmap_read_table(struct qcow2_state *s, uint64_t offset,
+                            uint32_t size, uint64_t **out);
+
+/* An empty array of struct qcow2_bitmap * that frees its entries. */
+GPtrArray *qcow2_bitmap_array_new(void);
+/* At open (no lock): validate the bitmaps extension ext (ext_len bytes,
+ * autoclear bit set) and its directory; fill s->bitmaps. */
+bool qcow2_bitmaps_load(struct qcow2_state *s, const uint8_t *ext,
+                        size_t ext_len, uint64_t file_size, GError **errp);
+/* The bitmaps header extension for the current directory (32 bytes in
+ * buf); 0 when there is none. */
+size_t qcow2_bitmaps_ext_encode(struct qcow2_state *s, uint8_t *buf);
+/* After a size change: bitmaps whose tables no longer fit are in use. */
+void qcow2_bitmaps_resized(struct qcow2_state *s);
+/* The bitmap ops of qcow2_driver (take the lock themselves). */
+bool qcow2_bitmaps_supported(struct block_node *node, GError **errp);
+GPtrArray *qcow2_bitmaps_list(struct block_node *node, GError **errp);
+bool qcow2_bitmap_read(struct block_node *node, const char *name,
+                       struct dirty_bitmap *bitmap, GError **errp);
+bool qcow2_bitmaps_store(struct block_node *node,
+                         const struct block_bitmap_entry *entries, size_t n,
+                         GError **errp);
 
 /* ---- create.c (no lock: no image open) ---- */
 

@@ -5,7 +5,10 @@
  * recorded, no other file is opened).  Read-only: a few reads, a walk of
  * block_status over the disk.  Read-write on a second copy: a few writes,
  * a zeroing, a flush and the close, which exercise cluster allocation and
- * refcount updates on whatever metadata the input holds.  Every failure
+ * refcount updates on whatever metadata the input holds.  Both passes
+ * list the persistent bitmaps and read them; the read-write one stores
+ * them back, marked in use, then with the bits read, then removes them
+ * all (bitmap tables and directories of any shape).  Every failure
  * must be a clean error; ASan and UBSan catch the rest.  The file
  * descriptor count must be the same after each input (nothing leaked,
  * nothing else opened and kept).
@@ -21,12 +24,16 @@
 
 #include "core/block.h"
 #include "core/chain.h"
+#include "core/dirty-bitmap.h"
 #include "drivers/qcow2/qcow2.h"
 
 /* No request larger than this: a hostile size must not make the harness
  * itself allocate gigabytes. */
 #define MAX_REQUEST (128u << 10)
 #define MAX_STATUS_STEPS 64
+/* Bitmaps with more chunks than this are not read (harness memory). */
+#define MAX_BITMAP_CHUNKS (1u << 22)
+#define MAX_BITMAPS_USED 8
 
 static char *image_path;
 static uint8_t *buffer;
@@ -88,9 +95,57 @@ static uint64_t pick_offset(struct block_node *node, unsigned which,
     }
 }
 
+/* List the bitmaps, read the readable ones, and on a writable image
+ * store them back in use, then with their bits, then none. */
+static void use_bitmaps(struct block_node *node)
+{
+    const struct block_driver *drv = node->driver;
+    GError *err = NULL;
+    GPtrArray *list = drv->bitmaps_list(node, &err);
+    if (!list) {
+        g_clear_error(&err);
+        return;
+    }
+    struct block_bitmap_entry entries[MAX_BITMAPS_USED];
+    size_t n = 0;
+    for (guint i = 0; i < list->len && n < MAX_BITMAPS_USED; i++) {
+        struct block_bitmap_info *info = g_ptr_array_index(list, i);
+        if (node->size / info->granularity > MAX_BITMAP_CHUNKS) {
+            continue;
+        }
+        struct dirty_bitmap *bits = dirty_bitmap_new(node->size,
+                                                     info->granularity);
+        if (!info->in_use && !drv->bitmap_read(node, info->name, bits,
+                                               &err)) {
+            g_clear_error(&err);
+        }
+        entries[n++] = (struct block_bitmap_entry){
+            info->name, info->granularity, info->enabled, true, bits };
+    }
+    if (!node->read_only && drv->bitmaps_supported(node, &err)) {
+        for (int round = 0; round < 2; round++) {
+            if (!drv->bitmaps_store(node, entries, n, &err)) {
+                g_clear_error(&err);
+            }
+            for (size_t i = 0; i < n; i++) {
+                entries[i].in_use = false;
+            }
+        }
+        if (!drv->bitmaps_store(node, NULL, 0, &err)) {
+            g_clear_error(&err);
+        }
+    }
+    g_clear_error(&err);
+    for (size_t i = 0; i < n; i++) {
+        dirty_bitmap_free(entries[i].bits);
+    }
+    g_ptr_array_unref(list);
+}
+
 static void use_read_only(struct block_node *node, const uint8_t *data,
                           size_t size)
 {
+    use_bitmaps(node);
     for (unsigned i = 0; i < 4; i++) {
         uint64_t offset = pick_offset(node, i, data, size);
         uint64_t len = MIN(MAX_REQUEST, node->size - offset);
@@ -131,6 +186,7 @@ static void use_read_write(struct block_node *node, const uint8_t *data,
         (void)block_node_write_zeroes(node, node->size / 2, 4096, 0);
     }
     (void)node->driver->flush(node);
+    use_bitmaps(node);
     uint64_t len = MIN(MAX_REQUEST, node->size);
     if (len) {
         (void)node->driver->read(node, 0, len, buffer);

@@ -57,6 +57,19 @@ qemu-img convert -q -c -O qcow2 -o cluster_size=4096 "$work/plain.raw" \
 qemu-img convert -q -c -O qcow2 -o cluster_size=512,compat=0.10 \
     "$work/plain.raw" compressed-v2-512.qcow2
 
+# Persistent bitmaps: a directory of several entries (enabled, disabled,
+# fine granularity) whose tables point at data clusters written by qemu-io
+# through the enabled ones.
+img bitmaps-1k 1M cluster_size=1024
+qemu-img bitmap --add bitmaps-1k.qcow2 b1
+qemu-img bitmap --add -g 512 bitmaps-1k.qcow2 fine
+qemu-img bitmap --add --disable bitmaps-1k.qcow2 off
+qemu-io -f qcow2 -c 'write -P 0x71 0 8k' -c 'write -P 0x72 300k 6k' \
+    bitmaps-1k.qcow2 >/dev/null
+img bitmaps-512 256k cluster_size=512
+qemu-img bitmap --add -g 512 bitmaps-512.qcow2 a
+qemu-io -f qcow2 -c 'write -P 0x73 0 16k' bitmaps-512.qcow2 >/dev/null
+
 # Damaged copies: the fuzzer starts next to the checks that matter.
 # poke FILE OFFSET NBYTES VALUE: write a big-endian integer.
 poke()
