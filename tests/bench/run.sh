@@ -7,7 +7,7 @@
 #   BENCH_SIZE     virtual size of the chain [1G]
 #   RUNS           runs per metric, the table shows the median [3]
 #   BENCH_RUNTIME  seconds per fio job [5]
-#   BENCH_SECTIONS which parts to run: any of "io jobs big" [io jobs big]
+#   BENCH_SECTIONS which parts to run: any of "io bitmaps jobs big" [io bitmaps jobs big]
 #   BENCH_BIG_SIZE virtual size of the sparse chain for the RSS rows [1T]
 #   BENCH_DIR      scratch directory, needs ~3x BENCH_SIZE free [/var/tmp/chainfs-bench]
 #   BENCH_DROP_CACHES=1  drop the page cache before each measurement [0]
@@ -23,7 +23,7 @@ SRC=$(cd "$HERE/../.." && pwd)
 SIZE_ARG=${BENCH_SIZE:-1G}
 RUNS=${RUNS:-3}
 RUNTIME=${BENCH_RUNTIME:-5}
-SECTIONS=${BENCH_SECTIONS:-io jobs big}
+SECTIONS=${BENCH_SECTIONS:-io bitmaps jobs big}
 BIG_ARG=${BENCH_BIG_SIZE:-1T}
 WORK=${BENCH_DIR:-/var/tmp/chainfs-bench}
 QSD=${QSD:-qemu-storage-daemon}
@@ -388,6 +388,79 @@ io_one()
     record "rss_$name" "$who" "$HWM"
 }
 
+# ---- dirty bitmap rows ---------------------------------------------------
+
+# The cost of marking: the same fio write jobs with 0, 1 and 8 enabled,
+# non-persistent dirty bitmaps of default granularity on the disk, added
+# after the daemon started and before fio.  name rw bs numjobs
+BITMAP_ROWS=(
+    "seqwrite write 1M 1"
+    "randwrite1 randwrite 4k 1"
+)
+BITMAP_COUNTS=(0 1 8)
+
+# bitmaps_add_DAEMON N: adds bitmaps b1..bN; fails with BM_NA set when the
+# daemon cannot.
+bitmaps_add_chainfs()
+{
+    local i
+    for ((i = 1; i <= $1; i++)); do
+        if ! ctl "bitmap-add disk=vm name=b$i"; then
+            BM_NA=$CTL_ERR
+            return 1
+        fi
+    done
+}
+
+bitmaps_add_qsd()
+{
+    local i
+    for ((i = 1; i <= $1; i++)); do
+        qmp '{"execute":"block-dirty-bitmap-add","arguments":{"node":"top","name":"b'$i'","persistent":false}}' \
+            >/dev/null || die "qemu-storage-daemon refused block-dirty-bitmap-add b$i"
+    done
+}
+
+# bitmaps_check_DAEMON N: after the writes, all N bitmaps are recording and
+# dirty (otherwise the row would not measure marking).
+bitmaps_check_chainfs()
+{
+    local i st
+    for ((i = 1; i <= $1; i++)); do
+        st=$(cat "$D/mnt/.bitmaps/vm/b$i/status") || die "chainfs: no bitmap b$i"
+        grep -qx 'recording: yes' <<<"$st" && grep -qx 'count: [1-9][0-9]*' <<<"$st" ||
+            die "chainfs: bitmap b$i did not record the writes: $(tr '\n' ' ' <<<"$st")"
+    done
+}
+
+bitmaps_check_qsd()
+{
+    local reply n
+    reply=$(qmp '{"execute":"query-named-block-nodes","arguments":{"flat":true}}')
+    n=$(grep -o '{"name": "b[0-9]*"[^}]*}' <<<"$reply" |
+        grep '"recording": true' | grep -c '"count": [1-9]') || true
+    ((n == $1)) || die "qemu-storage-daemon: $n of $1 bitmaps recorded the writes"
+}
+
+bitmap_one()
+{
+    local who=$1 name=$2 rw=$3 bs=$4 jobs=$5 n=$6 key=bm_$2_$6 v
+    BM_NA=
+    fresh main
+    drop_caches
+    "start_$who"
+    if ! "bitmaps_add_$who" "$n"; then
+        stop_daemon
+        log "$who bitmap-add: n/a: $BM_NA"
+        na "$key" "$who" "$BM_NA"
+        return
+    fi
+    v=$(fio_run "$FILE" "$rw" "$bs" "$jobs" 1)
+    "bitmaps_check_$who" "$n"
+    stop_daemon
+    record "$key" "$who" "$v"
+}
+
 # ---- job rows ------------------------------------------------------------
 
 # Every job starts on a fresh copy; the time runs from the command to the
@@ -537,6 +610,22 @@ for ((run = 1; run <= RUNS; run++)); do
             for who in "${order[@]}" ceil ceil_direct; do
                 log "run $run/$RUNS: $name on $who"
                 io_one "$who" "$name" "$rw" "$bs" "$jobs"
+            done
+        done
+    fi
+    if want bitmaps; then
+        # The bitmap counts alternate too (0 1 8, then 8 1 0).
+        counts=()
+        for n in "${BITMAP_COUNTS[@]}"; do
+            if ((run % 2)); then counts+=("$n"); else counts=("$n" "${counts[@]}"); fi
+        done
+        for row in "${BITMAP_ROWS[@]}"; do
+            read -r name rw bs jobs <<<"$row"
+            for n in "${counts[@]}"; do
+                for who in "${order[@]}"; do
+                    log "run $run/$RUNS: $name with $n bitmap(s) on $who"
+                    bitmap_one "$who" "$name" "$rw" "$bs" "$jobs" "$n"
+                done
             done
         done
     fi

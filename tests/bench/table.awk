@@ -19,6 +19,32 @@ function median(key, who,    n, i, j, t, a, s) {
     return (a[n / 2] + a[n / 2 + 1]) / 2
 }
 
+# bm_cost(ROW, N, WHO): the change of ROW's throughput with N bitmaps
+# against none, in percent: the median over the runs of each run's ratio
+# (the i-th sample of each key comes from run i).
+function bm_cost(row, n, who,    s0, sn, a0, an, k, i, j, t, r, m) {
+    s0 = vals["bm_" row "_0", who]; sn = vals["bm_" row "_" n, who]
+    if (s0 == "" || sn == "")
+        return "-"
+    k = split(substr(s0, 2), a0, " ")
+    if (split(substr(sn, 2), an, " ") != k)
+        return "-"
+    m = 0
+    for (i = 1; i <= k; i++) {
+        if (a0[i] + 0 <= 0)
+            continue
+        t = an[i] / a0[i]
+        for (j = m; j >= 1 && r[j] > t; j--)
+            r[j + 1] = r[j]
+        r[j + 1] = t
+        m++
+    }
+    if (m == 0)
+        return "-"
+    t = (m % 2) ? r[(m + 1) / 2] : (r[m / 2] + r[m / 2 + 1]) / 2
+    return sprintf("%+.1f%%", (t - 1) * 100)
+}
+
 function fmt(v, key) {
     if (v == "")
         return "-"
@@ -33,6 +59,8 @@ function fmt(v, key) {
 
 BEGIN {
     order = "seqread seqwrite randread1 randread4 randwrite1 randwrite4 " \
+            "bm_seqwrite_0 bm_seqwrite_1 bm_seqwrite_8 " \
+            "bm_randwrite1_0 bm_randwrite1_1 bm_randwrite1_8 " \
             "mirror stream commit_mid commit_active bigstream " \
             "rss_seqread rss_seqwrite rss_randread1 rss_randread4 " \
             "rss_randwrite1 rss_randwrite4 rss_mirror rss_stream " \
@@ -43,6 +71,19 @@ BEGIN {
     label["randread4"] = "rand read 4K, 4 jobs (IOPS)"
     label["randwrite1"] = "rand write 4K, 1 job (IOPS)"
     label["randwrite4"] = "rand write 4K, 4 jobs (IOPS)"
+    # The bitmaps section: the same writes with N enabled dirty bitmaps.
+    nbm = split("0 1 8", bmcounts, " ")
+    for (i = 1; i <= nbm; i++) {
+        b = bmcounts[i]
+        bms = b " bitmap" (b == 1 ? "" : "s")
+        label["bm_seqwrite_" b] = "seq write 1M, 1 job, " bms " (MiB/s)"
+        label["bm_randwrite1_" b] = "rand write 4K, 1 job, " bms " (IOPS)"
+        unit["bm_seqwrite_" b] = "MiB/s"
+        unit["bm_randwrite1_" b] = "IOPS"
+    }
+    bmrow["seqwrite"] = "seq write 1M, 1 job"
+    bmrow["randwrite1"] = "rand write 4K, 1 job"
+    bmrows = "seqwrite randwrite1"
     label["mirror"] = "mirror sync=full to new qcow2, until complete (s)"
     label["stream"] = "stream, whole chain (s)"
     label["commit_mid"] = "commit mid into base, intermediate (s)"
@@ -111,4 +152,23 @@ END {
           "throughput, <= 1.00 for time and memory; sequential I/O at least " \
           "half the page-cache ceiling. Medians of " runs " runs. " misses \
           " row(s) miss the bar."
+    if (seen["bm_seqwrite_0"] || seen["bm_randwrite1_0"]) {
+        print ""
+        print "The cost of marking dirty bitmaps: throughput with 1 and 8 " \
+              "enabled bitmaps against none, per daemon (negative: slower; " \
+              "median over the runs of each run's ratio, so it can differ " \
+              "a little from the ratio of the medians above):"
+        print ""
+        print "| writes | chainfs, 1 bitmap | chainfs, 8 bitmaps | qemu-storage-daemon, 1 bitmap | qemu-storage-daemon, 8 bitmaps |"
+        print "|---|---:|---:|---:|---:|"
+        n = split(bmrows, rows, " ")
+        for (k = 1; k <= n; k++) {
+            row = rows[k]
+            if (!seen["bm_" row "_0"])
+                continue
+            printf "| %s | %s | %s | %s | %s |\n", bmrow[row],
+                bm_cost(row, 1, "chainfs"), bm_cost(row, 8, "chainfs"),
+                bm_cost(row, 1, "qsd"), bm_cost(row, 8, "qsd")
+        }
+    }
 }
