@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The mount holds exactly the disks, .chains and .jobs (a directory); disks
-# have their virtual size; nothing can be created in it.
+# The mount holds exactly the disks, .bitmaps, .chains and .jobs
+# (directories); disks have their virtual size; nothing can be created in
+# it, nor in .bitmaps.
 source "$(dirname "$0")/functions.sh"
 requires qemu-img
 requires_fuse
@@ -9,8 +10,10 @@ qcow2_create a.qcow2 3M 65536
 qemu-img create -q -f raw b.raw 5M
 
 start_chainfs mnt -d vm1=a.qcow2 -d vm2=b.raw
-assert_eq "$(listing mnt)" ".chains .jobs vm1 vm2" "root listing"
+assert_eq "$(listing mnt)" ".bitmaps .chains .jobs vm1 vm2" "root listing"
 [[ -d mnt/.jobs ]] || fail ".jobs is not a directory"
+[[ -d mnt/.bitmaps/vm1 ]] || fail ".bitmaps/vm1 is not a directory"
+assert_fails "creating a bitmap directory by hand" mkdir mnt/.bitmaps/vm1/b
 assert_eq "$(stat -c %s mnt/vm1) $(stat -c %s mnt/vm2)" "3145728 5242880" "sizes"
 assert_fails "creating a file in the mount" touch mnt/new
 assert_fails "removing a disk" rm -f mnt/vm1

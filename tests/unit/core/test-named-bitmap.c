@@ -157,6 +157,7 @@ static void test_commands(void **state)
     g_clear_error(&err);
     assert_true(named_bitmap_merge(disk, "b2", (const char *const *)
                                    (const char *[]){ "b1", NULL }, &err));
+    g_free(status);
     status = named_bitmap_status(disk, "b1");
     assert_non_null(strstr(status, "busy: yes"));
     named_bitmap_release(disk, "b1");
