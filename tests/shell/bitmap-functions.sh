@@ -34,10 +34,10 @@ nbd_dirty_extents()
     wait "$pid" 2>/dev/null || true
     awk '$3 == 1 {
             if (n && $1 == start + len) { len += $2; next }
-            if (n) printf "%d %d\n", start, len
+            if (n) printf "%.0f %.0f\n", start, len
             start = $1; len = $2; n = 1
         }
-        END { if (n) printf "%d %d\n", start, len }' <<<"$out"
+        END { if (n) printf "%.0f %.0f\n", start, len }' <<<"$out"
 }
 
 # bitmap_field MOUNT DISK BITMAP KEY: one line of a bitmap's status.

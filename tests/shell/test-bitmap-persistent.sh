@@ -64,6 +64,20 @@ qemu_check a.qcow2
 assert_eq "$(nbd_dirty_extents a.qcow2 b1)" "$b1_extents
 62914560 65536" "b1 went on recording"
 
+# A 1 TiB disk with a few dirty chunks: the walk skips the clean regions,
+# and what is stored at unmount is what QEMU exports.
+qemu-img create -q -f qcow2 big.qcow2 1T
+start_chainfs mnt -d big=big.qcow2
+ctl_ok $ctl bitmap-add disk=big name=b persistent=on
+dd_write mnt/big 0 4096 0x01
+dd_write mnt/big $((1024 ** 4 - 4096)) 4096 0x02
+assert_eq "$(cat mnt/.bitmaps/big/b/extents)" "0 65536
+$((1024 ** 4 - 65536)) 65536" "1 TiB extents"
+stop_chainfs mnt
+qemu_check big.qcow2
+assert_eq "$(nbd_dirty_extents big.qcow2 b)" "0 65536
+$((1024 ** 4 - 65536)) 65536" "1 TiB bitmap as qemu-nbd exports it"
+
 # Where bitmaps cannot be stored: ENOTSUP, nothing changed.
 qemu-img create -q -f qcow2 -o compat=0.10 v2.qcow2 8M
 start_chainfs mnt -d v2=v2.qcow2 -d ro=a.qcow2,read-only=on
