@@ -152,22 +152,19 @@ static void event_locked(struct disk *disk, const char *event,
 }
 
 /* Store the persistent bitmaps of the set in node, except `without`
- * (NULL: none), plus `extra` (NULL: none).  clean: with their bits and
- * the in-use mark cleared (inconsistent ones stay marked); else all
- * marked in use. */
+ * (NULL: none).  clean: with their bits and the in-use mark cleared
+ * (inconsistent ones stay marked); else all marked in use. */
 static bool store_locked(struct named_bitmap_set *set, struct block_node *node,
-                         const struct named_bitmap *without,
-                         const struct named_bitmap *extra, bool clean,
+                         const struct named_bitmap *without, bool clean,
                          GError **errp)
 {
     g_autoptr(GArray) entries =
         g_array_new(false, true, sizeof(struct block_bitmap_entry));
 
-    for (guint i = 0; i <= set->bitmaps->len; i++) {
-        const struct named_bitmap *b = i < set->bitmaps->len
-                                       ? g_ptr_array_index(set->bitmaps, i)
-                                       : extra;
-        if (!b || b == without || !b->persistent) {
+    for (guint i = 0; i < set->bitmaps->len; i++) {
+        const struct named_bitmap *b = g_ptr_array_index(set->bitmaps, i);
+
+        if (b == without || !b->persistent) {
             continue;
         }
         struct block_bitmap_entry entry = {
@@ -277,7 +274,7 @@ bool named_bitmaps_load(struct disk *disk, GError **errp)
         ok = adopt_stored_locked(disk, top, true, errp);
         /* From now on the image says "in use" until a clean close. */
         if (ok && !disk->read_only && has_persistent_locked(set)) {
-            ok = store_locked(set, top, NULL, NULL, false, errp);
+            ok = store_locked(set, top, NULL, false, errp);
         }
     }
     if (!ok) {
@@ -365,7 +362,7 @@ static bool add_locked(struct disk *disk, const char *name,
                                               : default_granularity(disk->top));
     b->persistent = persistent;
     b->enabled = !disabled;
-    if (persistent && !store_locked(set, disk->top, NULL, NULL, false, errp)) {
+    if (persistent && !store_locked(set, disk->top, NULL, false, errp)) {
         g_ptr_array_remove(set->bitmaps, b);
         return false;
     }
@@ -409,7 +406,7 @@ static bool remove_locked(struct disk *disk, const char *name, GError **errp)
                     "bitmap '%s'", disk->name, name);
         return false;
     }
-    if (b->persistent && !store_locked(set, disk->top, b, NULL, false, errp)) {
+    if (b->persistent && !store_locked(set, disk->top, b, false, errp)) {
         return false;
     }
     b->enabled = false;
@@ -645,7 +642,7 @@ static bool store_in_new_top_locked(struct disk *disk,
         return false;
     }
     return !has_persistent_locked(disk->named_bitmaps) ||
-           store_locked(disk->named_bitmaps, new_top, NULL, NULL, false,
+           store_locked(disk->named_bitmaps, new_top, NULL, false,
                         errp);
 }
 
@@ -724,7 +721,7 @@ int named_bitmaps_close(struct disk *disk)
 
     pthread_mutex_lock(&set->lock);
     if (!disk->read_only && has_persistent_locked(set) &&
-        !store_locked(set, disk->top, NULL, NULL, true, &error)) {
+        !store_locked(set, disk->top, NULL, true, &error)) {
         g_warning("disk '%s': storing the bitmaps: %s", disk->name,
                   error->message);
         ret = -error->code;
