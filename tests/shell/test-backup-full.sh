@@ -19,7 +19,7 @@ to_raw top.qcow2 instant.raw
 start_chainfs mnt -d vm=top.qcow2
 ctl=mnt/.jobs/ctl
 
-ctl_ok $ctl backup id=b1 disk=vm target=$tmpdir/b1.qcow2 speed=4M
+ctl_ok $ctl backup id=b1 disk=vm target=$tmpdir/b1.qcow2 speed=4M buf-size=64K
 assert_eq "$(job_key mnt b1 type)" backup "type"
 start_writer mnt/vm instant.raw 7 3000
 ctl_ok $ctl set-speed b1 0
