@@ -63,7 +63,7 @@ wait_job_state mnt i2 concluded
 assert_eq "$(count)" 65536 "b1 after bitmap-mode=never"
 
 # on-success, cancelled: b1 keeps its bits (and the new write).
-ctl_ok $ctl backup id=c1 disk=vm target=$tmpdir/c1.qcow2 sync=full bitmap=b1 speed=1
+ctl_ok $ctl backup id=c1 disk=vm target=$tmpdir/c1.qcow2 sync=full bitmap=b1 speed=1 buf-size=64K
 dd_write mnt/vm $((3 << 20)) 4096 0x3a
 ctl_ok $ctl cancel c1
 wait_job_state mnt c1 concluded
