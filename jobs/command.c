@@ -15,6 +15,7 @@
 G_STATIC_ASSERT(COMMAND_KEY__MAX <= 32);
 G_STATIC_ASSERT(sizeof(enum command_sync) == sizeof(unsigned));
 G_STATIC_ASSERT(sizeof(enum job_error_policy) == sizeof(unsigned));
+G_STATIC_ASSERT(sizeof(enum command_bitmap_mode) == sizeof(unsigned));
 
 /* How a key's value is checked and stored. */
 enum value_kind {
@@ -37,7 +38,19 @@ struct key_info {
     const char *const *choices;     /* VALUE_CHOICE: NULL-terminated */
 };
 
-static const char *const sync_choices[] = { "full", "top", "none", NULL };
+/* Every sync mode, in enum order; each verb takes some (verb_schema). */
+static const char *const sync_choices[] = {
+    "full", "top", "none", "bitmap", NULL,
+};
+static const char *const mirror_sync_choices[] = {
+    "full", "top", "none", NULL,
+};
+static const char *const backup_sync_choices[] = {
+    "full", "top", "bitmap", NULL,
+};
+static const char *const bitmap_mode_choices[] = {
+    "on-success", "always", "never", NULL,
+};
 static const char *const mode_choices[] = {
     "absolute-paths", "existing", NULL,
 };
@@ -93,6 +106,10 @@ static const struct key_info key_table[COMMAND_KEY__MAX] = {
         "disabled", VALUE_CHOICE, FIELD(disabled), on_off_choices,
     },
     [COMMAND_KEY_FROM] = { "from", VALUE_BITMAP_LIST, FIELD(from), NULL },
+    [COMMAND_KEY_BITMAP] = { "bitmap", VALUE_BITMAP, FIELD(bitmap), NULL },
+    [COMMAND_KEY_BITMAP_MODE] = {
+        "bitmap-mode", VALUE_CHOICE, FIELD(bitmap_mode), bitmap_mode_choices,
+    },
 };
 
 /* What a job verb takes after its ID. */
@@ -109,6 +126,7 @@ struct verb_schema {
     bool is_job_verb;           /* positional ID, allowed in job ctl */
     enum verb_argument argument;
     enum job_verb job_verb;
+    const char *const *sync_choices;    /* the sync= values it takes */
 };
 
 static const struct verb_schema verb_table[COMMAND__MAX] = {
@@ -118,7 +136,7 @@ static const struct verb_schema verb_table[COMMAND__MAX] = {
             KEY_BIT(GRANULARITY) | KEY_BIT(BUF_SIZE) | KEY_BIT(SPEED) |
             KEY_BIT(ON_SOURCE_ERROR) | KEY_BIT(ON_TARGET_ERROR) |
             KEY_BIT(COPY_MODE),
-        false, ARGUMENT_NONE, 0,
+        false, ARGUMENT_NONE, 0, mirror_sync_choices,
     },
     [COMMAND_STREAM] = {
         "stream", KEY_BIT(ID) | KEY_BIT(DISK),
@@ -131,6 +149,14 @@ static const struct verb_schema verb_table[COMMAND__MAX] = {
         KEY_BIT(TOP) | KEY_BIT(BASE) | KEY_BIT(BACKING_FILE) |
             KEY_BIT(SPEED) | KEY_BIT(ON_ERROR),
         false, ARGUMENT_NONE, 0,
+    },
+    [COMMAND_BACKUP] = {
+        "backup", KEY_BIT(ID) | KEY_BIT(DISK) | KEY_BIT(TARGET),
+        KEY_BIT(FORMAT) | KEY_BIT(SYNC) | KEY_BIT(BITMAP) |
+            KEY_BIT(BITMAP_MODE) | KEY_BIT(MODE) | KEY_BIT(GRANULARITY) |
+            KEY_BIT(BUF_SIZE) | KEY_BIT(SPEED) | KEY_BIT(ON_SOURCE_ERROR) |
+            KEY_BIT(ON_TARGET_ERROR),
+        false, ARGUMENT_NONE, 0, backup_sync_choices,
     },
     [COMMAND_SNAPSHOT] = {
         "snapshot", KEY_BIT(DISK) | KEY_BIT(OVERLAY),
@@ -482,6 +508,16 @@ static bool command_parse_key(struct command *cmd,
                     "%s: empty value for key '%s'", schema->name, name);
         return false;
     }
+    if (key == COMMAND_KEY_SYNC && schema->sync_choices &&
+        !g_strv_contains(schema->sync_choices, value)) {
+        g_autofree char *choices =
+            g_strjoinv(", ", (char **)schema->sync_choices);
+
+        g_set_error(errp, CHAINFS_ERROR, EINVAL,
+                    "%s: sync: '%s' is not one of %s", schema->name, value,
+                    choices);
+        return false;
+    }
     cmd->present |= 1u << key;
     return command_set_key(cmd, schema->name, key, value, errp);
 }
@@ -518,6 +554,22 @@ static bool command_parse_positional(struct command *cmd,
         return false;
     }
     (*given)++;
+    return true;
+}
+
+/* backup: sync=bitmap needs bitmap=, and bitmap-mode= needs a bitmap. */
+static bool command_check_backup(const struct command *cmd, GError **errp)
+{
+    if (cmd->sync == COMMAND_SYNC_BITMAP && !cmd->bitmap) {
+        g_set_error(errp, CHAINFS_ERROR, EINVAL,
+                    "backup: sync=bitmap needs bitmap=");
+        return false;
+    }
+    if (command_has(cmd, COMMAND_KEY_BITMAP_MODE) && !cmd->bitmap) {
+        g_set_error(errp, CHAINFS_ERROR, EINVAL,
+                    "backup: bitmap-mode needs bitmap=");
+        return false;
+    }
     return true;
 }
 
@@ -589,6 +641,9 @@ static bool command_parse_words(struct command *cmd, struct word *words,
                         key_table[key].name);
             return false;
         }
+    }
+    if (cmd->verb == COMMAND_BACKUP && !command_check_backup(cmd, errp)) {
+        return false;
     }
     if (cmd->buf_size != 0 && cmd->granularity != 0 &&
         cmd->buf_size < cmd->granularity) {

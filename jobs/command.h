@@ -26,6 +26,7 @@ enum command_verb {
     COMMAND_MIRROR,
     COMMAND_STREAM,
     COMMAND_COMMIT,
+    COMMAND_BACKUP,
     COMMAND_SNAPSHOT,
     COMMAND_COMPLETE,       /* the job verbs: id names the job */
     COMMAND_CANCEL,
@@ -66,13 +67,23 @@ enum command_key {
     COMMAND_KEY_PERSISTENT,
     COMMAND_KEY_DISABLED,
     COMMAND_KEY_FROM,
+    COMMAND_KEY_BITMAP,
+    COMMAND_KEY_BITMAP_MODE,
     COMMAND_KEY__MAX,
 };
 
 enum command_sync {
     COMMAND_SYNC_FULL,      /* everything the guest sees */
     COMMAND_SYNC_TOP,       /* the top layer's allocated data */
-    COMMAND_SYNC_NONE,      /* only new writes */
+    COMMAND_SYNC_NONE,      /* only new writes (mirror) */
+    COMMAND_SYNC_BITMAP,    /* the chunks dirty in a bitmap (backup) */
+};
+
+/* backup's bitmap-mode: when the bits it copied leave the bitmap. */
+enum command_bitmap_mode {
+    COMMAND_BITMAP_MODE_ON_SUCCESS,     /* if the job completes */
+    COMMAND_BITMAP_MODE_ALWAYS,         /* also on failure or cancel */
+    COMMAND_BITMAP_MODE_NEVER,          /* never */
 };
 
 enum command_mode {
@@ -86,7 +97,7 @@ enum command_mode {
 struct command {
     enum command_verb verb;
     uint32_t present;
-    char *id;               /* mirror/stream/commit id=, or the verb's job */
+    char *id;               /* a job's id=, or the verb's job */
     char *disk;
     char *target;
     char *overlay;
@@ -96,6 +107,7 @@ struct command {
     char *backing_file;
     char *name;             /* a bitmap's name */
     char *from;             /* bitmap-merge: names, comma-separated */
+    char *bitmap;           /* backup: the bitmap= to copy or clear */
     unsigned persistent;    /* on/off: 1/0 */
     unsigned disabled;
     enum command_sync sync;
@@ -107,6 +119,7 @@ struct command {
     enum job_error_policy on_target_error;
     enum job_error_policy on_error;
     enum job_copy_mode copy_mode;
+    enum command_bitmap_mode bitmap_mode;
     bool force;             /* `cancel ID force` */
     char *storage;          /* owned copy of the input, decoded in place */
 };

@@ -1,6 +1,6 @@
 /* chainfs: the control plane: checks and dispatch of one command (see
  * control.h).  Each verb is a row of a table: a job that runs
- * (mirror, stream, commit), a synchronous command (snapshot) or a verb on
+ * (mirror, stream, commit, backup), a synchronous command (snapshot) or a verb on
  * an existing job. */
 #include "jobs/control.h"
 
@@ -11,6 +11,7 @@
 
 #include "core/block.h"
 #include "core/named-bitmap.h"
+#include "jobs/backup.h"
 #include "jobs/command.h"
 #include "jobs/commit.h"
 #include "jobs/mirror.h"
@@ -51,12 +52,17 @@ struct job_type_entry {
     /* The key naming a file the job writes (mirror's target), or
      * COMMAND_KEY__MAX for none. */
     enum command_key target_key;
+    /* Neither changes the disk's chain nor minds it changing (backup):
+     * the disk stays free for other jobs and may be read-only; only the
+     * file the job writes is blocked. */
+    bool leaves_disk_free;
 };
 
 static const struct job_type_entry job_types[COMMAND__MAX] = {
-    [COMMAND_MIRROR] = { mirror_start, COMMAND_KEY_TARGET },
-    [COMMAND_STREAM] = { stream_start, COMMAND_KEY__MAX },
-    [COMMAND_COMMIT] = { commit_start, COMMAND_KEY__MAX },
+    [COMMAND_MIRROR] = { mirror_start, COMMAND_KEY_TARGET, false },
+    [COMMAND_STREAM] = { stream_start, COMMAND_KEY__MAX, false },
+    [COMMAND_COMMIT] = { commit_start, COMMAND_KEY__MAX, false },
+    [COMMAND_BACKUP] = { backup_start, COMMAND_KEY_TARGET, true },
 };
 
 /* Job ids that would clash with the files of .jobs/. */
@@ -179,15 +185,17 @@ static char *resolve_written_file(struct command_context *c,
                                c->cmd->mode == COMMAND_MODE_EXISTING, errp);
 }
 
-/* Under the lock: no job uses the disk, and an existing file to be
- * written (path, or NULL) is used by no job and no disk. */
+/* Under the lock: no job uses the disk (unless check_disk is false),
+ * and an existing file to be written (path, or NULL) is used by no job
+ * and no disk. */
 static bool check_not_in_use_locked(struct command_context *c,
-                                    struct disk *disk, const char *path,
-                                    GError **errp)
+                                    struct disk *disk, bool check_disk,
+                                    const char *path, GError **errp)
 {
     struct stat st;
 
-    if (!blocker_check_disk(c->ctl->blockers, disk->name, errp)) {
+    if (check_disk &&
+        !blocker_check_disk(c->ctl->blockers, disk->name, errp)) {
         return false;
     }
     if (!path || c->cmd->mode != COMMAND_MODE_EXISTING) {
@@ -238,18 +246,22 @@ static bool check_commit_base_unshared(struct control *ctl, struct disk *disk,
 
 /* ---- commands ---- */
 
-/* The blocker of a job just started: its disk's chain and the file it
- * writes. */
+/* The blocker of a job just started: its disk's chain (unless it leaves
+ * the disk free) and the file it writes. */
 static struct op_blocker *job_blocker(struct disk *disk, const char *job_id,
+                                      bool leaves_disk_free,
                                       const char *target_path)
 {
-    struct op_blocker *blocker = op_blocker_new(job_id, disk->name);
+    struct op_blocker *blocker =
+        op_blocker_new(job_id, leaves_disk_free ? NULL : disk->name);
     struct stat st;
 
     /* Layers that cannot be stat'ed are still blocked through the disk. */
-    pthread_rwlock_rdlock(&disk->io_lock);
-    op_blocker_add_chain(blocker, disk->top, NULL);
-    pthread_rwlock_unlock(&disk->io_lock);
+    if (!leaves_disk_free) {
+        pthread_rwlock_rdlock(&disk->io_lock);
+        op_blocker_add_chain(blocker, disk->top, NULL);
+        pthread_rwlock_unlock(&disk->io_lock);
+    }
     if (target_path && stat(target_path, &st) == 0) {
         op_blocker_add_file(blocker, st.st_dev, st.st_ino, BLOCKER_USE_WRITE);
     }
@@ -287,7 +299,8 @@ static char *execute_start_job(struct command_context *c, GError **errp)
                     cmd.id);
         return NULL;
     }
-    disk = find_disk_to_change(c, errp);
+    disk = type->leaves_disk_free ? find_disk(c->ctl, cmd.disk, errp)
+                                  : find_disk_to_change(c, errp);
     if (!disk) {
         return NULL;
     }
@@ -317,12 +330,13 @@ static char *execute_start_job(struct command_context *c, GError **errp)
     }
 
     pthread_mutex_lock(&c->ctl->lock);
-    job = check_not_in_use_locked(c, disk, target, errp) &&
+    job = check_not_in_use_locked(c, disk, !type->leaves_disk_free, target,
+                                  errp) &&
           (cmd.verb != COMMAND_COMMIT ||
            check_commit_base_unshared(c->ctl, disk, cmd.base, errp))
         ? type->start(c->ctl->jobs, disk, &cmd, errp) : NULL;
     if (job) {
-        blocker = job_blocker(disk, cmd.id, target);
+        blocker = job_blocker(disk, cmd.id, type->leaves_disk_free, target);
         op_blocker_install(c->ctl->blockers, blocker);
         /* The job may have concluded already: then the blocker goes at
          * once. */
@@ -363,7 +377,7 @@ static char *execute_snapshot(struct command_context *c, GError **errp)
         return NULL;
     }
     pthread_mutex_lock(&c->ctl->lock);
-    ok = check_not_in_use_locked(c, disk, overlay, errp) &&
+    ok = check_not_in_use_locked(c, disk, true, overlay, errp) &&
          snapshot_run(disk, overlay, cmd->mode, errp);
     pthread_mutex_unlock(&c->ctl->lock);
     return ok ? g_strdup("ok") : NULL;

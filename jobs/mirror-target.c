@@ -15,6 +15,9 @@
 #define MIRROR_MIN_DEFAULT_GRANULARITY 4096u
 #define MIRROR_MAX_DEFAULT_GRANULARITY (64u * 1024)
 
+/* The verb in messages: mirror, or backup, which shares this setup. */
+#define VERB(cmd) command_verb_name((cmd)->verb)
+
 /* The layer of the chain under top that is the file st describes. */
 static struct block_node *chain_layer_of(struct block_node *top,
                                          const struct stat *st)
@@ -66,20 +69,21 @@ static bool create_target(struct block_node *source,
     struct stat st;
 
     if (lstat(cmd->target, &st) == 0) {
-        g_set_error(errp, CHAINFS_ERROR, EEXIST, "mirror: target %s exists",
-                    cmd->target);
+        g_set_error(errp, CHAINFS_ERROR, EEXIST, "%s: target %s exists",
+                    VERB(cmd), cmd->target);
         return false;
     }
     if (!driver || !driver->create) {
         g_set_error(errp, CHAINFS_ERROR, ENOTSUP,
-                    "mirror: format: cannot create '%s' images", format);
+                    "%s: format: cannot create '%s' images", VERB(cmd),
+                    format);
         return false;
     }
     /* A format that cannot rewrite a backing file cannot record one. */
     if (backing && !driver->set_backing) {
         g_set_error(errp, CHAINFS_ERROR, ENOTSUP,
-                    "mirror: a %s target cannot have a backing file "
-                    "(sync=%s)", format,
+                    "%s: a %s target cannot have a backing file "
+                    "(sync=%s)", VERB(cmd), format,
                     cmd->sync == COMMAND_SYNC_TOP ? "top" : "none");
         return false;
     }
@@ -94,7 +98,7 @@ static bool create_target(struct block_node *source,
         if (error->code == EEXIST) {
             g_clear_error(&error);
             g_set_error(&error, CHAINFS_ERROR, EEXIST,
-                        "mirror: target %s exists", cmd->target);
+                        "%s: target %s exists", VERB(cmd), cmd->target);
         }
         g_propagate_error(errp, error);
         return false;
@@ -113,6 +117,7 @@ static bool create_target(struct block_node *source,
 /* Link the backing file an existing target names: the source's node when
  * it is the same file, else its own chain (owned by the target). */
 static bool open_target_backing(struct block_node *source,
+                                const struct command *cmd,
                                 struct mirror_target *target,
                                 const char *spelled_name, GError **errp)
 {
@@ -127,7 +132,7 @@ static bool open_target_backing(struct block_node *source,
     if (stat(path, &st) < 0) {
         int err = errno;
         g_set_error(errp, CHAINFS_ERROR, err,
-                    "mirror: %s: backing file of %s: %s", path,
+                    "%s: %s: backing file of %s: %s", VERB(cmd), path,
                     node->filename, g_strerror(err));
         return false;
     }
@@ -156,29 +161,32 @@ static bool open_existing_target(struct block_node *source,
 
     if (stat(cmd->target, &st) < 0) {
         int err = errno;
-        g_set_error(errp, CHAINFS_ERROR, err, "mirror: target %s: %s",
-                    cmd->target, g_strerror(err));
+        g_set_error(errp, CHAINFS_ERROR, err, "%s: target %s: %s",
+                    VERB(cmd), cmd->target, g_strerror(err));
         return false;
     }
     if (chain_layer_of(source, &st)) {
         g_set_error(errp, CHAINFS_ERROR, EINVAL,
-                    "mirror: target %s is a layer of the disk", cmd->target);
+                    "%s: target %s is a layer of the disk", VERB(cmd),
+                    cmd->target);
         return false;
     }
     target->node = block_node_open(cmd->target, cmd->format, false, errp);
     if (!target->node) {
         return false;
     }
-    if (target->node->size != source->size) {
+    /* A backup writes a larger target up to the disk's size. */
+    if (cmd->verb == COMMAND_BACKUP ? target->node->size < source->size
+                                    : target->node->size != source->size) {
         g_set_error(errp, CHAINFS_ERROR, EINVAL,
-                    "mirror: target %s is %" PRIu64 " bytes, the disk %"
-                    PRIu64, target->node->filename, target->node->size,
-                    source->size);
+                    "%s: target %s is %" PRIu64 " bytes, the disk %"
+                    PRIu64, VERB(cmd), target->node->filename,
+                    target->node->size, source->size);
         mirror_target_discard(target);
         return false;
     }
     if (target->node->backing_name &&
-        !open_target_backing(source, target, cmd->target, errp)) {
+        !open_target_backing(source, cmd, target, cmd->target, errp)) {
         mirror_target_discard(target);
         return false;
     }
@@ -193,7 +201,8 @@ bool mirror_target_open(struct block_node *source, const struct command *cmd,
     *target = (struct mirror_target){ 0 };
     if (cmd->format && !block_driver_by_name(cmd->format)) {
         g_set_error(errp, CHAINFS_ERROR, ENOTSUP,
-                    "mirror: format: '%s' is not supported", cmd->format);
+                    "%s: format: '%s' is not supported", VERB(cmd),
+                    cmd->format);
         return false;
     }
     if (cmd->sync == COMMAND_SYNC_TOP) {
@@ -230,8 +239,9 @@ bool mirror_choose_sizes(const struct command *cmd, uint64_t target_cluster,
     }
     if (cmd->buf_size != 0 && cmd->buf_size < granularity) {
         g_set_error(errp, CHAINFS_ERROR, EINVAL,
-                    "mirror: buf-size: %" PRIu64 " is smaller than the "
-                    "granularity (%" PRIu64 ")", cmd->buf_size, granularity);
+                    "%s: buf-size: %" PRIu64 " is smaller than the "
+                    "granularity (%" PRIu64 ")", VERB(cmd), cmd->buf_size,
+                    granularity);
         return false;
     }
     sizes->granularity = granularity;

@@ -95,6 +95,41 @@ static void test_mirror_minimal_defaults(void **state)
     assert_false(command_has(&cmd, COMMAND_KEY_SYNC));
 }
 
+static void test_backup(void **state)
+{
+    (void)state;
+    parse_ok("backup id=b disk=vm target=/t");
+    assert_int_equal(cmd.verb, COMMAND_BACKUP);
+    assert_int_equal(cmd.sync, COMMAND_SYNC_FULL);
+    assert_null(cmd.bitmap);
+    assert_int_equal(cmd.bitmap_mode, COMMAND_BITMAP_MODE_ON_SUCCESS);
+    parse_ok("backup id=b disk=vm target=/t sync=bitmap bitmap=b1 "
+             "bitmap-mode=always mode=existing format=qcow2 "
+             "granularity=64K buf-size=1M speed=1M on-source-error=stop "
+             "on-target-error=ignore");
+    assert_int_equal(cmd.sync, COMMAND_SYNC_BITMAP);
+    assert_string_equal(cmd.bitmap, "b1");
+    assert_int_equal(cmd.bitmap_mode, COMMAND_BITMAP_MODE_ALWAYS);
+    parse_ok("backup id=b disk=vm target=/t sync=top bitmap=b1 "
+             "bitmap-mode=never");
+    assert_int_equal(cmd.bitmap_mode, COMMAND_BITMAP_MODE_NEVER);
+
+    parse_err("backup id=b disk=vm target=/t sync=none",
+              "backup: sync: 'none' is not one of full, top, bitmap");
+    parse_err("mirror id=m disk=vm target=/t sync=bitmap",
+              "mirror: sync: 'bitmap' is not one of full, top, none");
+    parse_err("backup id=b disk=vm target=/t sync=bitmap",
+              "backup: sync=bitmap needs bitmap=");
+    parse_err("backup id=b disk=vm target=/t bitmap-mode=always",
+              "backup: bitmap-mode needs bitmap=");
+    parse_err("backup id=b disk=vm target=/t bitmap=b bitmap-mode=sometimes",
+              "backup: bitmap-mode: 'sometimes' is not one of on-success, "
+              "always, never");
+    parse_err("backup id=b disk=vm target=/t copy-mode=background",
+              "backup: unknown key 'copy-mode'");
+    parse_err("backup id=b disk=vm", "backup: missing required key 'target'");
+}
+
 static void test_mirror_every_key(void **state)
 {
     (void)state;
@@ -120,7 +155,9 @@ static void test_mirror_every_key(void **state)
                           key != COMMAND_KEY_NAME &&
                           key != COMMAND_KEY_PERSISTENT &&
                           key != COMMAND_KEY_DISABLED &&
-                          key != COMMAND_KEY_FROM;
+                          key != COMMAND_KEY_FROM &&
+                          key != COMMAND_KEY_BITMAP &&
+                          key != COMMAND_KEY_BITMAP_MODE;
         assert_int_equal(command_has(&cmd, key), mirror_key);
     }
 
@@ -576,6 +613,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_mirror_minimal_defaults, teardown),
         cmocka_unit_test_teardown(test_mirror_every_key, teardown),
+        cmocka_unit_test_teardown(test_backup, teardown),
         cmocka_unit_test_teardown(test_stream_commit_snapshot, teardown),
         cmocka_unit_test_teardown(test_missing_required, teardown),
         cmocka_unit_test_teardown(test_job_verbs, teardown),
