@@ -18,6 +18,7 @@
 #include <inttypes.h>
 
 #include "chain.h"
+#include "copy-before-write.h"
 #include "disk.h"
 #include "named-bitmap.h"
 
@@ -90,6 +91,7 @@ int disk_close(struct disk *disk)
         ret = close_ret;
     }
     named_bitmap_set_free(disk->named_bitmaps);
+    cbw_disk_free(disk);
     pthread_rwlock_destroy(&disk->io_lock);
     pthread_mutex_destroy(&disk->bitmaps_lock);
     g_ptr_array_unref(disk->bitmaps);

@@ -69,6 +69,10 @@ struct disk {
                                    write_hooks */
 
     uint64_t chain_generation;  /* atomic; bumped by every chain change */
+
+    /* Copy-before-write consumers (copy-before-write.h); NULL until the
+     * first one registers; changed only while drained. */
+    struct cbw_disk *cbw;
 };
 
 /* Take ownership of the chain under top. */
