@@ -93,6 +93,8 @@ static const struct key_info key_table[COMMAND_KEY__MAX] = {
         "disabled", VALUE_CHOICE, FIELD(disabled), on_off_choices,
     },
     [COMMAND_KEY_FROM] = { "from", VALUE_BITMAP_LIST, FIELD(from), NULL },
+    [COMMAND_KEY_BITMAP] = { "bitmap", VALUE_BITMAP, FIELD(bitmap), NULL },
+    [COMMAND_KEY_STORE] = { "store", VALUE_PATH, FIELD(store), NULL },
 };
 
 /* What a job verb takes after its ID. */
@@ -180,6 +182,11 @@ static const struct verb_schema verb_table[COMMAND__MAX] = {
     },
     [COMMAND_BITMAP_MERGE] = {
         "bitmap-merge", KEY_BIT(DISK) | KEY_BIT(NAME) | KEY_BIT(FROM), 0,
+        false, ARGUMENT_NONE, 0,
+    },
+    [COMMAND_FLEECE] = {
+        "fleece", KEY_BIT(ID) | KEY_BIT(DISK),
+        KEY_BIT(NAME) | KEY_BIT(BITMAP) | KEY_BIT(STORE),
         false, ARGUMENT_NONE, 0,
     },
 };

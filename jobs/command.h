@@ -40,6 +40,7 @@ enum command_verb {
     COMMAND_BITMAP_ENABLE,
     COMMAND_BITMAP_DISABLE,
     COMMAND_BITMAP_MERGE,
+    COMMAND_FLEECE,         /* a job, but no chain change (fleece.h) */
     COMMAND__MAX,
 };
 
@@ -66,6 +67,8 @@ enum command_key {
     COMMAND_KEY_PERSISTENT,
     COMMAND_KEY_DISABLED,
     COMMAND_KEY_FROM,
+    COMMAND_KEY_BITMAP,
+    COMMAND_KEY_STORE,
     COMMAND_KEY__MAX,
 };
 
@@ -96,6 +99,8 @@ struct command {
     char *backing_file;
     char *name;             /* a bitmap's name */
     char *from;             /* bitmap-merge: names, comma-separated */
+    char *bitmap;           /* a job's bitmap= (fleece) */
+    char *store;            /* fleece: store=PATH */
     unsigned persistent;    /* on/off: 1/0 */
     unsigned disabled;
     enum command_sync sync;
