@@ -382,6 +382,7 @@ static char *execute_fleece(struct command_context *c, GError **errp)
         store = path_policy_resolve(c->ctl->paths, "store", cmd.store,
                                     c->writer_pid, false, errp);
         if (!store) {
+            g_prefix_error(errp, "fleece: ");
             return NULL;
         }
         cmd.store = store;
