@@ -621,6 +621,88 @@ void named_bitmap_release(struct disk *disk, const char *name)
     pthread_mutex_unlock(&disk->named_bitmaps->lock);
 }
 
+/* ---- fleece: the bits up to an instant ---- */
+
+/* Whether B can be snapshotted as B@SNAP; the set's lock is held. */
+static bool check_snapshot_locked(struct disk *disk, const char *name,
+                                  const char *snapshot_name, GError **errp)
+{
+    struct named_bitmap_set *set = disk->named_bitmaps;
+    struct named_bitmap *b = lookup_locked(disk, "fleece: bitmap", name,
+                                           errp);
+
+    if (!b || !check_changeable(disk, "fleece: bitmap", b, errp)) {
+        return false;
+    }
+    if (find_locked(set, snapshot_name)) {
+        g_set_error(errp, CHAINFS_ERROR, EEXIST,
+                    "fleece: bitmap: disk '%s' already has a bitmap '%s'",
+                    disk->name, snapshot_name);
+        return false;
+    }
+    if (strlen(snapshot_name) > NAMED_BITMAP_MAX_NAME) {
+        g_set_error(errp, CHAINFS_ERROR, EINVAL,
+                    "fleece: bitmap: '%s' is longer than %d bytes",
+                    snapshot_name, NAMED_BITMAP_MAX_NAME);
+        return false;
+    }
+    if (set->bitmaps->len >= NAMED_BITMAP_MAX) {
+        g_set_error(errp, CHAINFS_ERROR, EINVAL,
+                    "fleece: bitmap: disk '%s' has %d bitmaps, the most it "
+                    "may have (no room for '%s')", disk->name,
+                    NAMED_BITMAP_MAX, snapshot_name);
+        return false;
+    }
+    if (b->persistent && !check_can_persist(disk, errp)) {
+        g_prefix_error(errp, "fleece: bitmap '%s': ", snapshot_name);
+        return false;
+    }
+    return true;
+}
+
+bool named_bitmap_check_snapshot(struct disk *disk, const char *name,
+                                 const char *snapshot_name, GError **errp)
+{
+    bool ok;
+
+    pthread_mutex_lock(&disk->named_bitmaps->lock);
+    ok = check_snapshot_locked(disk, name, snapshot_name, errp);
+    pthread_mutex_unlock(&disk->named_bitmaps->lock);
+    return ok;
+}
+
+bool named_bitmap_snapshot_drained(struct disk *disk, const char *name,
+                                   const char *snapshot_name, GError **errp)
+{
+    struct named_bitmap_set *set = disk->named_bitmaps;
+    struct named_bitmap *b, *snap;
+    bool ok = false;
+
+    pthread_mutex_lock(&set->lock);
+    if (!check_snapshot_locked(disk, name, snapshot_name, errp)) {
+        goto out;
+    }
+    b = find_locked(set, name);
+    snap = append_locked(disk, snapshot_name,
+                         dirty_bitmap_granularity(b->bits));
+    snap->persistent = b->persistent;
+    snap->enabled = false;
+    /* Drained: no write marks B between the copy and the clear. */
+    dirty_bitmap_merge(snap->bits, b->bits);
+    if (snap->persistent &&
+        !store_locked(set, disk->top, NULL, false, errp)) {
+        g_ptr_array_remove(set->bitmaps, snap);
+        goto out;
+    }
+    dirty_bitmap_reset_all(b->bits);
+    announce_added_locked(disk, snapshot_name);
+    event_locked(disk, "BITMAP_ADDED", snapshot_name, "from", name);
+    ok = true;
+out:
+    pthread_mutex_unlock(&set->lock);
+    return ok;
+}
+
 /* ---- the active layer changes, the disk closes ---- */
 
 /* Make the set's persistent bitmaps new_top's, keeping what new_top

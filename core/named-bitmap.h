@@ -96,6 +96,23 @@ struct dirty_bitmap *named_bitmap_acquire(struct disk *disk, const char *name,
 void named_bitmap_release(struct disk *disk, const char *name)
     __attribute__((nonnull));
 
+/* fleece bitmap=B: at the instant of a fleece, move B's bits into a new
+ * disabled bitmap B@SNAP (persistent if B is; the only way a name with
+ * '@' comes to be) and clear B, which goes on recording.  The check runs
+ * first, before the caller changes anything (ENOENT: no B; EBUSY: a job
+ * uses B; EINVAL: B is inconsistent or the disk has the most bitmaps;
+ * EEXIST: B@SNAP exists; ENOTSUP: B@SNAP cannot be stored); the move
+ * runs while drained (io_lock held for writing, so no write falls
+ * between), stores the set in the active layer if B is persistent, and
+ * appends BITMAP_ADDED for B@SNAP.  It fails only when storing fails,
+ * and then changes nothing. */
+bool named_bitmap_check_snapshot(struct disk *disk, const char *name,
+                                 const char *snapshot_name, GError **errp)
+    __attribute__((nonnull(1, 2, 3)));
+bool named_bitmap_snapshot_drained(struct disk *disk, const char *name,
+                                   const char *snapshot_name, GError **errp)
+    __attribute__((nonnull(1, 2, 3)));
+
 /* The active layer is about to change from old_top to new_top (a
  * snapshot, a mirror's or an active commit's complete), while drained and
  * before old_top is reopened read-only or closed: persistent bitmaps are

@@ -26,6 +26,7 @@
 #include "disk-file.h"
 #include "fs.h"
 #include "log.h"
+#include "view-file.h"
 
 /* The largest read or write request.  The kernel splits a bigger O_DIRECT
  * request into requests of this size and sends them all at once, so
@@ -187,6 +188,11 @@ static void fill_attr(struct chainfs_fs *fs, struct tree_node *node,
         st->st_mtim = st->st_ctim = disk_file_mtime(file);
         break;
     }
+    case TREE_NODE_VIEW:
+        st->st_size = fleece_view_size(node->data);
+        st->st_blocks = (view_file_allocated_bytes(node->data) + 511) / 512;
+        st->st_blksize = DISK_BLKSIZE;
+        break;
     case TREE_NODE_TEXT:
         if (node->text_ops->size) {
             st->st_size = node->text_ops->size(node);
@@ -317,8 +323,9 @@ static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
          * files. */
         bool command_file = node->kind == TREE_NODE_TEXT &&
                             node->text_ops->write && attr->st_size == 0;
-        if (!command_file && (node->kind != TREE_NODE_DISK ||
-                              attr->st_size != st.st_size)) {
+        bool sized = node->kind == TREE_NODE_DISK ||
+                     node->kind == TREE_NODE_VIEW;
+        if (!command_file && (!sized || attr->st_size != st.st_size)) {
             fuse_reply_err(req, EPERM);
             return;
         }
@@ -429,6 +436,12 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         /* O_TRUNC is ignored: the size is fixed, as a block device's. */
         fi->keep_cache = 1;
         break;
+    case TREE_NODE_VIEW:
+        /* A writable open is what fallocate(PUNCH_HOLE) needs (the kernel
+         * grants it by the mode); writes fail.  Pages cached from another
+         * open may predate a discard or a failed copy: not kept. */
+        file = open_file_new(node);
+        break;
     case TREE_NODE_TEXT:
     default:
         if (writing && !node->text_ops->write) {
@@ -486,6 +499,10 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size,
     (void)ino;
     if (file->node->kind == TREE_NODE_DISK) {
         disk_file_read(req, file->node->data, size, offset);
+        return;
+    }
+    if (file->node->kind == TREE_NODE_VIEW) {
+        view_file_read(req, file->node->data, size, offset);
         return;
     }
     if (offset < 0) {
@@ -554,6 +571,8 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
     (void)ino;
     if (file->node->kind == TREE_NODE_DISK) {
         disk_file_write(req, file->node->data, buf, size, offset);
+    } else if (file->node->kind == TREE_NODE_VIEW) {
+        fuse_reply_err(req, EROFS);
     } else if (file->node->kind == TREE_NODE_TEXT &&
                file->node->text_ops->write) {
         write_command(req, file, buf, size, offset);
@@ -603,6 +622,8 @@ static void fs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
     (void)ino;
     if (file->node->kind == TREE_NODE_DISK) {
         disk_file_fallocate(req, file->node->data, mode, offset, length);
+    } else if (file->node->kind == TREE_NODE_VIEW) {
+        view_file_fallocate(req, file->node->data, mode, offset, length);
     } else {
         fuse_reply_err(req, EBADF);
     }
@@ -618,6 +639,8 @@ static void fs_lseek(fuse_req_t req, fuse_ino_t ino, off_t offset,
     (void)ino;
     if (file->node->kind == TREE_NODE_DISK) {
         disk_file_lseek(req, file->node->data, offset, whence);
+    } else if (file->node->kind == TREE_NODE_VIEW) {
+        view_file_lseek(req, file->node->data, offset, whence);
     } else if (whence != SEEK_DATA && whence != SEEK_HOLE) {
         fuse_reply_err(req, EINVAL);
     } else {

@@ -2,6 +2,7 @@
  * through libfuse's low-level API.
  *
  *   /NAME          a disk (disk-file.h)
+ *   /NAME@SNAP     a fleece view while its job runs (jobs-tree.h adds it)
  *   /.chains/NAME  the disk's backing chain, top first (disk_describe_chain)
  *   /.jobs/        the control plane (jobs-tree.h adds its files)
  *   /.bitmaps/     the disks' named bitmaps (bitmaps-tree.h adds them)

@@ -2,6 +2,7 @@
 #include "jobs-tree.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <string.h>
 
 struct jobs_tree {
@@ -13,6 +14,17 @@ struct jobs_tree {
     /* struct job_entry *: every job directory ever made, freed last
      * because the kernel may use a removed node until the end. */
     GPtrArray *entries;
+    /* struct view_entry *: every fleece view file ever made, kept (with a
+     * reference on the view) for the same reason.  Views go on the job's
+     * thread, so the array has a lock. */
+    pthread_mutex_t views_lock;
+    GPtrArray *views;
+};
+
+/* A fleece view shown as MOUNTPOINT/NAME@SNAP. */
+struct view_entry {
+    struct fleece_view *view;   /* a reference */
+    struct tree_node *node;     /* NULL: the name was taken */
 };
 
 /* What the nodes of .jobs/ID/ point to. */
@@ -149,6 +161,56 @@ static void job_removed(void *opaque, const char *job_id)
     }
 }
 
+/* ---- MOUNTPOINT/NAME@SNAP ---- */
+
+static bool view_name_free(void *opaque, const char *file_name)
+{
+    struct jobs_tree *jobs_tree = opaque;
+
+    return !tree_lookup(jobs_tree->tree, jobs_tree->tree->root, file_name);
+}
+
+static void view_added(void *opaque, const char *file_name,
+                       struct fleece_view *view)
+{
+    struct jobs_tree *jobs_tree = opaque;
+    struct view_entry *entry = g_new0(struct view_entry, 1);
+
+    fleece_view_ref(view);
+    entry->view = view;
+    /* Not cached: the file goes when the job ends, and its st_blocks
+     * changes with discards. */
+    entry->node = tree_add(jobs_tree->tree, jobs_tree->tree->root, file_name,
+                           TREE_NODE_VIEW, 0400, 0.0, view);
+    pthread_mutex_lock(&jobs_tree->views_lock);
+    g_ptr_array_add(jobs_tree->views, entry);
+    pthread_mutex_unlock(&jobs_tree->views_lock);
+}
+
+static void view_removed(void *opaque, struct fleece_view *view)
+{
+    struct jobs_tree *jobs_tree = opaque;
+
+    pthread_mutex_lock(&jobs_tree->views_lock);
+    for (guint i = 0; i < jobs_tree->views->len; i++) {
+        struct view_entry *entry = g_ptr_array_index(jobs_tree->views, i);
+
+        if (entry->view == view && entry->node) {
+            tree_remove(jobs_tree->tree, entry->node);
+            entry->node = NULL;
+        }
+    }
+    pthread_mutex_unlock(&jobs_tree->views_lock);
+}
+
+static void view_entry_free(gpointer data)
+{
+    struct view_entry *entry = data;
+
+    fleece_view_unref(entry->view);
+    g_free(entry);
+}
+
 static void job_entry_free(gpointer data)
 {
     struct job_entry *entry = data;
@@ -167,6 +229,12 @@ struct jobs_tree *jobs_tree_new(struct tree *tree, struct tree_node *jobs_dir,
         .job_removed = job_removed,
         .opaque = jobs_tree,
     };
+    struct fleece_listener view_listener = {
+        .name_free = view_name_free,
+        .added = view_added,
+        .removed = view_removed,
+        .opaque = jobs_tree,
+    };
 
     jobs_tree->tree = tree;
     jobs_tree->jobs_dir = jobs_dir;
@@ -174,11 +242,14 @@ struct jobs_tree *jobs_tree_new(struct tree *tree, struct tree_node *jobs_dir,
     jobs_tree->jobs = jobs;
     jobs_tree->events = events;
     jobs_tree->entries = g_ptr_array_new_with_free_func(job_entry_free);
+    pthread_mutex_init(&jobs_tree->views_lock, NULL);
+    jobs_tree->views = g_ptr_array_new_with_free_func(view_entry_free);
     tree_add_text(tree, jobs_dir, "ctl", 0600, &ctl_ops, jobs_tree);
     tree_add_text(tree, jobs_dir, "events", 0644, &events_ops, jobs_tree);
     tree_add_text(tree, jobs_dir, "last-error", 0644, &last_error_ops,
                   jobs_tree);
     control_set_listener(ctl, &listener);
+    control_set_view_listener(ctl, &view_listener);
     return jobs_tree;
 }
 
@@ -186,6 +257,8 @@ void jobs_tree_free(struct jobs_tree *jobs_tree)
 {
     if (jobs_tree) {
         g_ptr_array_unref(jobs_tree->entries);
+        g_ptr_array_unref(jobs_tree->views);
+        pthread_mutex_destroy(&jobs_tree->views_lock);
         g_free(jobs_tree);
     }
 }

@@ -5,6 +5,8 @@
  *   .jobs/events       0644  the event log, read live (tail -f works)
  *   .jobs/ID/status    0644  the job's status text, rendered at each read
  *   .jobs/ID/ctl       0600  write a job verb without the ID
+ *   NAME@SNAP          0400  a fleece job's view, in the root, while the
+ *                            job runs (view-file.h)
  *
  * A job's directory appears when the control plane creates the job and
  * vanishes when it is dismissed (the control plane's listener).  Replies

@@ -28,6 +28,8 @@ enum tree_node_kind {
     TREE_NODE_DIR,      /* a directory; its children are tree nodes */
     TREE_NODE_DISK,     /* a disk; data is a struct disk_file */
     TREE_NODE_TEXT,     /* generated text; served through text_ops */
+    TREE_NODE_VIEW,     /* a fleece view (NAME@SNAP); data is a struct
+                           fleece_view (view-file.h) */
 };
 
 struct tree_node;

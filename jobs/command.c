@@ -110,6 +110,7 @@ static const struct key_info key_table[COMMAND_KEY__MAX] = {
     [COMMAND_KEY_BITMAP_MODE] = {
         "bitmap-mode", VALUE_CHOICE, FIELD(bitmap_mode), bitmap_mode_choices,
     },
+    [COMMAND_KEY_STORE] = { "store", VALUE_PATH, FIELD(store), NULL },
 };
 
 /* What a job verb takes after its ID. */
@@ -206,6 +207,11 @@ static const struct verb_schema verb_table[COMMAND__MAX] = {
     },
     [COMMAND_BITMAP_MERGE] = {
         "bitmap-merge", KEY_BIT(DISK) | KEY_BIT(NAME) | KEY_BIT(FROM), 0,
+        false, ARGUMENT_NONE, 0,
+    },
+    [COMMAND_FLEECE] = {
+        "fleece", KEY_BIT(ID) | KEY_BIT(DISK),
+        KEY_BIT(NAME) | KEY_BIT(BITMAP) | KEY_BIT(STORE),
         false, ARGUMENT_NONE, 0,
     },
 };

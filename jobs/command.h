@@ -41,6 +41,7 @@ enum command_verb {
     COMMAND_BITMAP_ENABLE,
     COMMAND_BITMAP_DISABLE,
     COMMAND_BITMAP_MERGE,
+    COMMAND_FLEECE,         /* a job, but no chain change (fleece.h) */
     COMMAND__MAX,
 };
 
@@ -69,6 +70,7 @@ enum command_key {
     COMMAND_KEY_FROM,
     COMMAND_KEY_BITMAP,
     COMMAND_KEY_BITMAP_MODE,
+    COMMAND_KEY_STORE,
     COMMAND_KEY__MAX,
 };
 
@@ -107,7 +109,9 @@ struct command {
     char *backing_file;
     char *name;             /* a bitmap's name */
     char *from;             /* bitmap-merge: names, comma-separated */
-    char *bitmap;           /* backup: the bitmap= to copy or clear */
+    char *bitmap;           /* backup: the bitmap= to copy or clear;
+                               fleece: the bitmap to split at the instant */
+    char *store;            /* fleece: store=PATH */
     unsigned persistent;    /* on/off: 1/0 */
     unsigned disabled;
     enum command_sync sync;

@@ -14,6 +14,7 @@
 #include "jobs/backup.h"
 #include "jobs/command.h"
 #include "jobs/commit.h"
+#include "jobs/fleece.h"
 #include "jobs/mirror.h"
 #include "jobs/path-policy.h"
 #include "jobs/snapshot.h"
@@ -29,6 +30,7 @@ struct control {
     struct blocker_set *blockers;
     struct path_policy *paths;
     struct control_listener listener;
+    struct fleece_listener view_listener;
 
     pthread_mutex_t last_error_lock;
     char *last_error;               /* under last_error_lock */
@@ -104,6 +106,12 @@ void control_set_listener(struct control *ctl,
                           const struct control_listener *listener)
 {
     ctl->listener = *listener;
+}
+
+void control_set_view_listener(struct control *ctl,
+                               const struct fleece_listener *listener)
+{
+    ctl->view_listener = *listener;
 }
 
 /* ---- checks ---- */
@@ -354,6 +362,70 @@ static char *execute_start_job(struct command_context *c, GError **errp)
     return reply;
 }
 
+/* fleece id= disk= [name=] [bitmap=] [store=].  A fleece never changes
+ * the disk's chain: it is not refused because another job uses the disk,
+ * and its blocker holds no disk (so it refuses no other job), only its
+ * store file (when it has a name) against use as another job's target. */
+static char *execute_fleece(struct command_context *c, GError **errp)
+{
+    struct command cmd = *c->cmd;
+    g_autofree char *store = NULL;
+    struct op_blocker *blocker;
+    struct disk *disk;
+    struct job *job;
+    struct stat st;
+    char *reply;
+
+    if (g_strv_contains(reserved_job_ids, cmd.id)) {
+        g_set_error(errp, CHAINFS_ERROR, EINVAL,
+                    "fleece: id: '%s' is reserved (a file in .jobs)", cmd.id);
+        return NULL;
+    }
+    job = job_list_lookup(c->ctl->jobs, cmd.id, NULL);
+    if (job) {
+        job_unref(job);
+        g_set_error(errp, CHAINFS_ERROR, EEXIST, "job id '%s' is in use",
+                    cmd.id);
+        return NULL;
+    }
+    disk = find_disk(c->ctl, cmd.disk, errp);
+    if (!disk) {
+        return NULL;
+    }
+    if (cmd.store) {
+        store = path_policy_resolve(c->ctl->paths, "store", cmd.store,
+                                    c->writer_pid, false, errp);
+        if (!store) {
+            g_prefix_error(errp, "fleece: ");
+            return NULL;
+        }
+        cmd.store = store;
+    }
+
+    pthread_mutex_lock(&c->ctl->lock);
+    job = fleece_start(c->ctl->jobs, disk, &cmd, &c->ctl->view_listener,
+                       errp);
+    if (job) {
+        blocker = op_blocker_new(cmd.id, NULL);
+        if (store && stat(store, &st) == 0) {
+            op_blocker_add_file(blocker, st.st_dev, st.st_ino,
+                                BLOCKER_USE_WRITE);
+        }
+        op_blocker_install(c->ctl->blockers, blocker);
+        job_attach_blocker(job, blocker);
+        if (c->ctl->listener.job_added) {
+            c->ctl->listener.job_added(c->ctl->listener.opaque, job->id);
+        }
+    }
+    pthread_mutex_unlock(&c->ctl->lock);
+    if (!job) {
+        return NULL;
+    }
+    reply = g_strdup_printf("ok id=%s", job->id);
+    job_unref(job);
+    return reply;
+}
+
 /* snapshot disk= overlay= [format=qcow2] [mode=]. */
 static char *execute_snapshot(struct command_context *c, GError **errp)
 {
@@ -535,6 +607,8 @@ static char *execute_command(struct control *ctl, const char *job_id,
         reply = execute_snapshot(&c, errp);
     } else if (command_is_bitmap_verb(cmd.verb)) {
         reply = execute_bitmap(&c, errp);
+    } else if (cmd.verb == COMMAND_FLEECE) {
+        reply = execute_fleece(&c, errp);
     } else {
         reply = execute_start_job(&c, errp);
     }

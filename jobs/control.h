@@ -26,6 +26,7 @@
 
 #include "core/blocker.h"
 #include "core/disk.h"
+#include "jobs/fleece.h"
 #include "jobs/job.h"
 
 struct control;
@@ -52,6 +53,13 @@ void control_free(struct control *ctl);
 /* Set the listener (copied); before the first command. */
 void control_set_listener(struct control *ctl,
                           const struct control_listener *listener)
+    __attribute__((nonnull));
+
+/* Set who shows fleece views as files (copied; see fleece.h: its
+ * `removed` runs on the fleece job's thread, without the lock); before
+ * the first command.  Without one, a fleece runs with no file. */
+void control_set_view_listener(struct control *ctl,
+                               const struct fleece_listener *listener)
     __attribute__((nonnull));
 
 /* Execute one write of len bytes: to `.jobs/ctl` when job_id is NULL,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The recipes in examples/ (mirror, stream, commit, incremental backup,
-# backup job)
+# backup job, backup with fleece)
 # run to their end with this chainfs, each verifying its result with
 # qemu-img.
 source "$(dirname "$0")/functions.sh"
@@ -8,7 +8,7 @@ requires qemu-img qemu-io
 requires_fuse
 
 for recipe in mirror-migrate stream-flatten commit-snapshot incremental-backup \
-        backup-live; do
+        backup-live fleece-backup; do
     CHAINFS=$CHAINFS "$srcdir/examples/$recipe.sh" >"$recipe.log" 2>&1 ||
         fail "$recipe failed: $(tail -n 20 "$recipe.log")"
     grep -q "^$recipe: " "$recipe.log" ||

@@ -157,7 +157,8 @@ static void test_mirror_every_key(void **state)
                           key != COMMAND_KEY_DISABLED &&
                           key != COMMAND_KEY_FROM &&
                           key != COMMAND_KEY_BITMAP &&
-                          key != COMMAND_KEY_BITMAP_MODE;
+                          key != COMMAND_KEY_BITMAP_MODE &&
+                          key != COMMAND_KEY_STORE;
         assert_int_equal(command_has(&cmd, key), mirror_key);
     }
 
@@ -608,6 +609,20 @@ static void test_bad_commands(void **state)
     g_free(text);
 }
 
+/* fleece: id= disk= required; name=, bitmap=, store= optional. */
+static void test_fleece(void **state)
+{
+    parse_ok("fleece id=f disk=vm name=s bitmap=b store=\"/x y/s.qcow2\"");
+    assert_int_equal(cmd.verb, COMMAND_FLEECE);
+    assert_string_equal(cmd.name, "s");
+    assert_string_equal(cmd.bitmap, "b");
+    assert_string_equal(cmd.store, "/x y/s.qcow2");
+
+    parse_err("fleece id=f", "fleece: missing required key 'disk'");
+    parse_err("fleece id=f disk=vm target=t", "fleece: unknown key 'target'");
+    (void)state;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -623,6 +638,7 @@ int main(void)
         cmocka_unit_test_teardown(test_bounds, teardown),
         cmocka_unit_test_teardown(test_names_and_choices, teardown),
         cmocka_unit_test_teardown(test_bitmap_commands, teardown),
+        cmocka_unit_test_teardown(test_fleece, teardown),
         cmocka_unit_test_teardown(test_bad_commands, teardown),
     };
 
