@@ -455,7 +455,8 @@ int qcow2_write_header_bytes(struct qcow2_state *s, unsigned offset,
                              unsigned len)
 {
     encode_header(s);
-    int ret = host_pwrite(s->fd, s->header_raw + offset, len, offset);
+    int ret = qcow2_pwrite_checked(s, QCOW2_META_HEADER,
+                                   s->header_raw + offset, len, offset);
     if (ret == 0 && fdatasync(s->fd) < 0) {
         ret = -errno;
     }
@@ -589,7 +590,8 @@ static int write_cluster0(struct qcow2_state *s, uint8_t *c0, size_t used,
                 memset(c0 + name, 0, MIN(name_len, slot - name));
             }
             put_be64(c0 + 8, slot);
-            ret = host_pwrite(s->fd, c0 + slot, name_len, slot);
+            ret = qcow2_pwrite_checked(s, QCOW2_META_HEADER, c0 + slot,
+                                       name_len, slot);
             if (ret == 0 && fdatasync(s->fd) < 0) {
                 ret = -errno;
             }
@@ -606,7 +608,7 @@ static int write_cluster0(struct qcow2_state *s, uint8_t *c0, size_t used,
     if (require_atomic && write_len > sector) {
         return -ENOSPC;
     }
-    int ret = host_pwrite(s->fd, c0, write_len, 0);
+    int ret = qcow2_pwrite_checked(s, QCOW2_META_HEADER, c0, write_len, 0);
     if (ret == 0 && fdatasync(s->fd) < 0) {
         ret = -errno;
     }
@@ -758,7 +760,8 @@ static int grow_l1(struct qcow2_state *s, uint32_t new_l1_size)
     for (uint32_t i = 0; i < s->l1_size; i++) {
         table[i] = htobe64(s->l1_table[i]);
     }
-    ret = host_pwrite(s->fd, table, clusters * cs, offset);
+    ret = qcow2_pwrite_checked(s, QCOW2_META_L1, table, clusters * cs,
+                               offset);
     if (ret == 0) {
         ret = qcow2_refcounts_sync(s);
     }
@@ -783,6 +786,8 @@ static int grow_l1(struct qcow2_state *s, uint32_t new_l1_size)
     }
     g_free(s->l1_table);
     s->l1_table = g_steal_pointer(&table);
+    qcow2_meta_add(s, QCOW2_META_L1, offset, clusters * cs);
+    qcow2_meta_remove(s, QCOW2_META_L1, old_offset, old_bytes);
     if (old_bytes == 0) {
         return 0;
     }
