@@ -278,7 +278,7 @@ static int commit_header(struct store *st, GPtrArray **new_set,
         s->autoclear &= ~QCOW2_AUTOCLEAR_BITMAPS;
     }
     int ret = qcow2_rewrite_cluster0(s, node->backing_name,
-                                     node->backing_format, true);
+                                     node->backing_format);
     *maybe_written = ret < 0 && ret != -ENOSPC && ret != -E2BIG;
     if (ret < 0) {
         s->bitmaps = old_set;

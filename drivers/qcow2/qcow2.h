@@ -282,13 +282,17 @@ size_t qcow2_layout_cluster0(uint8_t *c0, uint64_t cluster_size,
                              size_t exts_len, const char *backing_name,
                              const char *backing_format);
 /* Rewrite cluster 0 from the in-memory header, bitmaps extension,
- * preserved extensions and the given backing strings, atomically: when
- * the extension area would change beyond sector 0 the feature name table
- * is dropped; if that is not enough, require_atomic fails with -ENOSPC
- * and otherwise the whole area is written at once.  Caller holds the
- * lock (or runs with no I/O). */
+ * preserved extensions and the given backing strings, crash-atomically
+ * (a new name first where the old header does not look, then one write
+ * of sector 0).  When the extension area would change beyond sector 0, or
+ * the name finds no room, the feature name table is dropped; if that is
+ * not enough, -ENOSPC (-E2BIG: does not fit at all) with nothing
+ * written.  Caller holds the lock (or runs with no I/O). */
 int qcow2_rewrite_cluster0(struct qcow2_state *s, const char *backing_name,
-                           const char *backing_format, bool require_atomic);
+                           const char *backing_format);
+/* Tests: make the next cluster-0 rewrites stop after their first phase,
+ * as a crash would, failing with -EIO. */
+extern bool qcow2_cluster0_crash_after_first_phase;
 /* Refuse backing names and formats too long for a header. */
 bool qcow2_check_backing_strings(const char *filename, const char *name,
                                  const char *format, GError **errp);
