@@ -74,6 +74,40 @@ int host_pwrite(int fd, const void *buf, size_t len, uint64_t offset)
     return 0;
 }
 
+int (*block_dir_fsync)(int dir_fd) = fsync;
+
+int block_sync_parent_dir(const char *path)
+{
+    g_autofree char *dir = g_path_get_dirname(path);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        return -errno;
+    }
+    int ret = block_dir_fsync(fd) < 0 ? -errno : 0;
+    close(fd);
+    /* Some file systems cannot sync a directory (EINVAL): nothing to do. */
+    return ret == -EINVAL || ret == -ENOTSUP ? 0 : ret;
+}
+
+bool block_create_durable(const struct block_driver *drv,
+                          const char *filename,
+                          const struct block_create_opts *opts,
+                          GError **errp)
+{
+    if (!drv->create(filename, opts, errp)) {
+        return false;
+    }
+    int ret = block_sync_parent_dir(filename);
+    if (ret < 0) {
+        unlink(filename);
+        g_set_error(errp, CHAINFS_ERROR, -ret,
+                    "%s: cannot sync its directory: %s", filename,
+                    g_strerror(-ret));
+        return false;
+    }
+    return true;
+}
+
 int block_node_read_backing(struct block_node *node, uint64_t offset,
                             uint64_t len, void *buf)
 {

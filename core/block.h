@@ -274,6 +274,21 @@ int block_node_write_zeroes(struct block_node *node, uint64_t offset,
 int host_pread(int fd, void *buf, size_t len, uint64_t offset);
 int host_pwrite(int fd, const void *buf, size_t len, uint64_t offset);
 
+/* Create an image with drv->create, then make its directory entry
+ * durable: POSIX keeps a new file across power loss only once its parent
+ * directory is fsynced, and a disk may switch to the file at any moment
+ * after it exists.  On failure the new file is removed again. */
+bool block_create_durable(const struct block_driver *drv,
+                          const char *filename,
+                          const struct block_create_opts *opts,
+                          GError **errp);
+/* fsync the directory that holds path (0 or a negative errno; a file
+ * system that cannot sync directories counts as success). */
+int block_sync_parent_dir(const char *path);
+/* What block_sync_parent_dir calls on the directory's descriptor: fsync,
+ * replaceable by tests to see which directories were synced. */
+extern int (*block_dir_fsync)(int dir_fd);
+
 /* The GError domain of chainfs: the code is an errno value. */
 #define CHAINFS_ERROR chainfs_error_quark()
 GQuark chainfs_error_quark(void);

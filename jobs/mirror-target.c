@@ -94,7 +94,9 @@ static bool create_target(struct block_node *source,
         .backing_format = backing ? backing->driver->format_name : NULL,
     };
     GError *error = NULL;
-    if (!driver->create(cmd->target, &opts, &error)) {
+    /* Durable directory entry now, so that complete can switch the disk
+     * to the target without waiting for anything. */
+    if (!block_create_durable(driver, cmd->target, &opts, &error)) {
         if (error->code == EEXIST) {
             g_clear_error(&error);
             g_set_error(&error, CHAINFS_ERROR, EEXIST,

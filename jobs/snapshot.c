@@ -11,19 +11,6 @@
 #include "core/chain-switch.h"
 #include "core/chain.h"
 
-/* Make the new directory entry durable: a crash after the switch must not
- * lose the file that the disk now writes to. */
-static void sync_parent_dir(const char *path)
-{
-    g_autofree char *dir = g_path_get_dirname(path);
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-}
-
 /* Create the overlay file: qcow2, the disk's size, backed by top. */
 static bool create_overlay(struct disk *disk, struct block_node *top,
                            const char *path, GError **errp)
@@ -40,11 +27,8 @@ static bool create_overlay(struct disk *disk, struct block_node *top,
                     "snapshot: cannot create qcow2 images");
         return false;
     }
-    if (!qcow2->create(path, &opts, errp)) {
-        return false;
-    }
-    sync_parent_dir(path);
-    return true;
+    /* The directory entry is durable before the disk switches to it. */
+    return block_create_durable(qcow2, path, &opts, errp);
 }
 
 /* An existing overlay must be qcow2 of the disk's size and back onto top

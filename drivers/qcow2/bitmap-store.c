@@ -38,9 +38,9 @@ struct store {
 };
 
 /* Allocate clusters for buf (len, a multiple of the cluster size) and
- * write it there. */
-static int alloc_write(struct store *st, const void *buf, uint64_t len,
-                       uint64_t *offset)
+ * write it there; kind names what it is (0: bitmap data). */
+static int alloc_write(struct store *st, unsigned kind, const void *buf,
+                       uint64_t len, uint64_t *offset)
 {
     struct qcow2_state *s = st->s;
     uint64_t got;
@@ -51,7 +51,7 @@ static int alloc_write(struct store *st, const void *buf, uint64_t len,
     }
     struct qcow2_host_range r = { *offset, len };
     g_array_append_val(st->allocated, r);
-    return host_pwrite(s->fd, buf, len, *offset);
+    return qcow2_pwrite_checked(s, kind, buf, len, *offset);
 }
 
 /* Write a table (host byte order, size entries) to new clusters. */
@@ -63,7 +63,7 @@ static int write_table(struct store *st, uint64_t *table, uint32_t size,
     for (uint32_t i = 0; i < size; i++) {
         be[i] = htobe64(table[i]);
     }
-    return alloc_write(st, be, bytes, offset);
+    return alloc_write(st, QCOW2_META_BITMAP_TABLE, be, bytes, offset);
 }
 
 static bool all_ones(const uint8_t *buf, size_t len)
@@ -93,7 +93,7 @@ static int write_bits(struct store *st, struct dirty_bitmap *bitmap,
             table[i] = QCOW2_BMT_ALL_ONES;
             continue;
         }
-        int ret = alloc_write(st, st->cluster, cs, &table[i]);
+        int ret = alloc_write(st, 0, st->cluster, cs, &table[i]);
         if (ret < 0) {
             return ret;
         }
@@ -268,6 +268,7 @@ static int commit_header(struct store *st, GPtrArray **new_set,
     uint64_t old_size = s->bitmap_dir_size;
     uint64_t old_autoclear = s->autoclear;
 
+    qcow2_meta_bitmaps(s, false);
     s->bitmaps = *new_set;
     s->bitmap_dir_offset = dir_offset;
     s->bitmap_dir_size = dir_size;
@@ -277,15 +278,19 @@ static int commit_header(struct store *st, GPtrArray **new_set,
         s->autoclear &= ~QCOW2_AUTOCLEAR_BITMAPS;
     }
     int ret = qcow2_rewrite_cluster0(s, node->backing_name,
-                                     node->backing_format, true);
+                                     node->backing_format);
     *maybe_written = ret < 0 && ret != -ENOSPC && ret != -E2BIG;
     if (ret < 0) {
         s->bitmaps = old_set;
         s->bitmap_dir_offset = old_offset;
         s->bitmap_dir_size = old_size;
         s->autoclear = old_autoclear;
+        qcow2_meta_bitmaps(s, true);
         return ret;
     }
+    /* The header names the new set: its structures are metadata now, the
+     * old set's (freed next) no longer. */
+    qcow2_meta_bitmaps(s, true);
     *new_set = old_set;
     return 0;
 }
@@ -376,7 +381,8 @@ static int store_locked(struct store *st,
         uint64_t padded;
         g_autofree uint8_t *dir = encode_directory(s, new_set, &dir_size,
                                                    &padded);
-        ret = alloc_write(st, dir, padded, &dir_offset);
+        ret = alloc_write(st, QCOW2_META_BITMAP_DIR, dir, padded,
+                          &dir_offset);
     }
     if (ret == 0) {
         ret = clusters_to_free(st, new_set, frees);

@@ -55,6 +55,7 @@ static int alloc_l2_table(struct qcow2_state *s, uint64_t l1_index)
         return ret;
     }
     struct table_entry *table;
+    qcow2_meta_add(s, QCOW2_META_L2, offset, s->cluster_size);
     ret = table_cache_get(s->l2_cache, offset, false, &table);
     if (ret < 0) {
         goto fail;
@@ -73,7 +74,8 @@ static int alloc_l2_table(struct qcow2_state *s, uint64_t l1_index)
         goto fail;
     }
     uint64_t be = htobe64(offset | QCOW2_OFLAG_COPIED);
-    ret = host_pwrite(s->fd, &be, sizeof(be), s->l1_offset + l1_index * 8);
+    ret = qcow2_pwrite_checked(s, QCOW2_META_L1, &be, sizeof(be),
+                               s->l1_offset + l1_index * 8);
     if (ret < 0) {
         goto fail;
     }
@@ -82,6 +84,7 @@ static int alloc_l2_table(struct qcow2_state *s, uint64_t l1_index)
 
 fail:
     /* Nothing points at the cluster: it can be released at once. */
+    qcow2_meta_remove(s, QCOW2_META_L2, offset, s->cluster_size);
     qcow2_free_clusters(s, offset, s->cluster_size);
     return ret;
 }

@@ -5,9 +5,9 @@
  * Cluster 0 holds the header, the header extensions and the backing file
  * name.  A backing rewrite builds the new content of cluster 0 in memory,
  * writes the new name where the old header does not point, then commits
- * with one 512-byte write of sector 0 (write_cluster0 names the rare
- * layouts where it cannot); single header fields are updated with one
- * small pwrite.
+ * with one 512-byte write of sector 0; layouts where that cannot be
+ * arranged are refused (write_cluster0), never written non-atomically.
+ * Single header fields are updated with one small pwrite.
  */
 #include <endian.h>
 #include <errno.h>
@@ -455,7 +455,8 @@ int qcow2_write_header_bytes(struct qcow2_state *s, unsigned offset,
                              unsigned len)
 {
     encode_header(s);
-    int ret = host_pwrite(s->fd, s->header_raw + offset, len, offset);
+    int ret = qcow2_pwrite_checked(s, QCOW2_META_HEADER,
+                                   s->header_raw + offset, len, offset);
     if (ret == 0 && fdatasync(s->fd) < 0) {
         ret = -errno;
     }
@@ -539,24 +540,23 @@ static bool ranges_overlap(uint64_t a, uint64_t a_len, uint64_t b,
     return a < b + b_len && b < a + a_len;
 }
 
+bool qcow2_cluster0_crash_after_first_phase;
+
 /* Write the new cluster 0 (c0, used bytes) so that a crash leaves the old
  * header or the new one, never a mix.  Only one sector is written
  * atomically, so when the new content spans more: the extension area
- * must differ from the file's only in sector 0, and the name goes first
- * to bytes the old header does not reference (right after the extension
- * area, or at the end of the cluster), then sector 0 switches to it.
- * Layouts where that cannot be arranged (a backing format extension
- * changing length in a long extension area) fall back to one write of
- * the whole range, or fail with -ENOSPC before writing anything when
- * require_atomic. */
-static int write_cluster0(struct qcow2_state *s, uint8_t *c0, size_t used,
-                          bool require_atomic)
+ * must not differ from the file's beyond sector 0, and the name goes
+ * first (phase one, synced) to bytes the old header does not reference,
+ * then one write of sector 0 switches to it (phase two).  When that
+ * cannot be arranged (the extension area would change beyond sector 0,
+ * or the cluster has no room for the new name beside the old one),
+ * returns -ENOSPC before writing anything: never a non-atomic write. */
+static int write_cluster0(struct qcow2_state *s, uint8_t *c0, size_t used)
 {
     const size_t sector = 512;
     uint64_t cs = s->cluster_size;
-    size_t write_len = (used + sector - 1) & ~(sector - 1);
 
-    if (write_len > sector) {
+    if (used > sector) {
         g_autofree uint8_t *old = g_malloc(cs);
         int ret = qcow2_pread_data(s->fd, old, cs, 0);
         if (ret < 0) {
@@ -568,15 +568,17 @@ static int write_cluster0(struct qcow2_state *s, uint8_t *c0, size_t used,
         uint64_t name = get_be64(c0 + 8);
         uint32_t name_len = get_be32(c0 + 16);
         size_t ext_end = name_len ? name : used;
-        bool same_tail = ext_end <= sector ||
-                         memcmp(c0 + sector, old + sector,
-                                ext_end - sector) == 0;
-        if (require_atomic && !same_tail) {
+        if (ext_end > sector &&
+            memcmp(c0 + sector, old + sector, ext_end - sector) != 0) {
             return -ENOSPC;
         }
-        uint64_t slots[2] = { MAX(ext_end, old_ext_end),
+        /* Free bytes start after both extension areas, and after the old
+         * name; the end of the cluster is the last resort. */
+        uint64_t slots[3] = { MAX(ext_end, old_ext_end),
+                              old_name ? old_name + old_name_len : 0,
                               (cs - name_len) & ~7ull };
-        for (unsigned i = 0; same_tail && name_len && i < 2; i++) {
+        bool placed = name_len == 0;
+        for (unsigned i = 0; !placed && i < G_N_ELEMENTS(slots); i++) {
             uint64_t slot = slots[i];
             if (slot < ext_end || slot < old_ext_end ||
                 slot + name_len > cs ||
@@ -589,24 +591,24 @@ static int write_cluster0(struct qcow2_state *s, uint8_t *c0, size_t used,
                 memset(c0 + name, 0, MIN(name_len, slot - name));
             }
             put_be64(c0 + 8, slot);
-            ret = host_pwrite(s->fd, c0 + slot, name_len, slot);
+            ret = qcow2_pwrite_checked(s, QCOW2_META_HEADER, c0 + slot,
+                                       name_len, slot);
             if (ret == 0 && fdatasync(s->fd) < 0) {
                 ret = -errno;
             }
             if (ret < 0) {
                 return ret;
             }
-            write_len = sector;
-            break;
+            placed = true;
         }
-        if (same_tail && !name_len) {
-            write_len = sector;
+        if (!placed) {
+            return -ENOSPC;
         }
     }
-    if (require_atomic && write_len > sector) {
-        return -ENOSPC;
+    if (qcow2_cluster0_crash_after_first_phase) {
+        return -EIO;
     }
-    int ret = host_pwrite(s->fd, c0, write_len, 0);
+    int ret = qcow2_pwrite_checked(s, QCOW2_META_HEADER, c0, sector, 0);
     if (ret == 0 && fdatasync(s->fd) < 0) {
         ret = -errno;
     }
@@ -631,69 +633,48 @@ static uint8_t *extensions_without_ftable(const uint8_t *exts, size_t len,
     return g_byte_array_free(kept, false);
 }
 
-/* Whether c0 (used bytes) differs from the file's cluster 0 beyond
- * sector 0 inside its extension area (then one sector write cannot
- * switch to it). */
-static bool extension_tail_changes(struct qcow2_state *s, const uint8_t *c0,
-                                   size_t used)
-{
-    uint64_t name = get_be64(c0 + 8);
-    size_t ext_end = get_be32(c0 + 16) ? name : used;
-    if (ext_end <= 512) {
-        return false;
-    }
-    g_autofree uint8_t *old = g_malloc0(ext_end - 512);
-    if (qcow2_pread_data(s->fd, old, ext_end - 512, 512) < 0) {
-        return true;
-    }
-    return memcmp(old, c0 + 512, ext_end - 512) != 0;
-}
-
 int qcow2_rewrite_cluster0(struct qcow2_state *s, const char *backing_name,
-                           const char *backing_format, bool require_atomic)
+                           const char *backing_format)
 {
     uint8_t lead[32];
     size_t lead_len = qcow2_bitmaps_ext_encode(s, lead);
     g_autofree uint8_t *c0 = g_malloc0(s->cluster_size);
-    g_autofree uint8_t *exts = NULL;
-    size_t exts_len = 0;
+    size_t stripped_len = 0;
+    g_autofree uint8_t *stripped =
+        extensions_without_ftable(s->extensions, s->extensions_len,
+                                  &stripped_len);
+    int ret = 0;
 
     encode_header(s);
-    memcpy(c0, s->header_raw, s->header_length);
-    size_t used = qcow2_layout_cluster0(c0, s->cluster_size,
-                                        s->header_length, lead, lead_len,
-                                        s->extensions, s->extensions_len,
-                                        backing_name, backing_format);
-    if (used == 0 || extension_tail_changes(s, c0, used)) {
-        /* The feature name table only names bits for humans: dropping it
-         * may make the change fit in sector 0. */
-        exts = extensions_without_ftable(s->extensions, s->extensions_len,
-                                         &exts_len);
-        if (exts_len != s->extensions_len) {
-            memset(c0, 0, s->cluster_size);
-            memcpy(c0, s->header_raw, s->header_length);
-            used = qcow2_layout_cluster0(c0, s->cluster_size,
-                                         s->header_length, lead, lead_len,
-                                         exts, exts_len, backing_name,
-                                         backing_format);
-        } else {
-            g_clear_pointer(&exts, g_free);
+    /* First with every preserved extension; then without the feature
+     * name table (it only names bits for humans), which may leave the
+     * extension area unchanged past sector 0 or make room for the name. */
+    for (int attempt = 0; attempt < 2; attempt++) {
+        bool strip = attempt == 1;
+        if (strip && stripped_len == s->extensions_len) {
+            break;
+        }
+        memset(c0, 0, s->cluster_size);
+        memcpy(c0, s->header_raw, s->header_length);
+        size_t used = qcow2_layout_cluster0(
+            c0, s->cluster_size, s->header_length, lead, lead_len,
+            strip ? stripped : s->extensions,
+            strip ? stripped_len : s->extensions_len, backing_name,
+            backing_format);
+        ret = used == 0 ? -E2BIG : write_cluster0(s, c0, used);
+        if (ret == 0 && strip) {
+            g_free(s->extensions);
+            s->extensions = g_steal_pointer(&stripped);
+            s->extensions_len = stripped_len;
+        }
+        if (ret != -ENOSPC && ret != -E2BIG) {
+            break;
         }
     }
-    if (used == 0) {
-        return -E2BIG;
+    if (ret == 0) {
+        memcpy(s->header_raw, c0, s->header_length);
     }
-    int ret = write_cluster0(s, c0, used, require_atomic);
-    if (ret < 0) {
-        return ret;
-    }
-    memcpy(s->header_raw, c0, s->header_length);
-    if (exts) {
-        g_free(s->extensions);
-        s->extensions = g_steal_pointer(&exts);
-        s->extensions_len = exts_len;
-    }
-    return 0;
+    return ret;
 }
 
 bool qcow2_set_backing(struct block_node *node, const char *backing_name,
@@ -725,11 +706,20 @@ bool qcow2_set_backing(struct block_node *node, const char *backing_name,
     }
 
     pthread_mutex_lock(&s->lock);
-    ret = qcow2_rewrite_cluster0(s, backing_name, backing_format, false);
+    ret = qcow2_rewrite_cluster0(s, backing_name, backing_format);
     pthread_mutex_unlock(&s->lock);
     if (ret == -E2BIG) {
         set_error(errp, EINVAL, s->filename,
                   "backing file name does not fit in the header cluster");
+        return false;
+    }
+    if (ret == -ENOSPC) {
+        set_error(errp, ENOSPC, s->filename,
+                  "cannot rewrite the backing file crash-atomically: the "
+                  "%" G_GUINT64_FORMAT "-byte header cluster has no room "
+                  "for the new name beside the old one, or its header "
+                  "extensions would change past the first sector",
+                  s->cluster_size);
         return false;
     }
     if (ret < 0) {
@@ -758,7 +748,8 @@ static int grow_l1(struct qcow2_state *s, uint32_t new_l1_size)
     for (uint32_t i = 0; i < s->l1_size; i++) {
         table[i] = htobe64(s->l1_table[i]);
     }
-    ret = host_pwrite(s->fd, table, clusters * cs, offset);
+    ret = qcow2_pwrite_checked(s, QCOW2_META_L1, table, clusters * cs,
+                               offset);
     if (ret == 0) {
         ret = qcow2_refcounts_sync(s);
     }
@@ -783,6 +774,8 @@ static int grow_l1(struct qcow2_state *s, uint32_t new_l1_size)
     }
     g_free(s->l1_table);
     s->l1_table = g_steal_pointer(&table);
+    qcow2_meta_add(s, QCOW2_META_L1, offset, clusters * cs);
+    qcow2_meta_remove(s, QCOW2_META_L1, old_offset, old_bytes);
     if (old_bytes == 0) {
         return 0;
     }

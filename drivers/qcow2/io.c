@@ -374,6 +374,10 @@ static int64_t write_step(struct block_node *node, struct qcow2_state *s,
         return ret;
     }
     if (writable_in_place(run.entry, run.kind)) {
+        ret = qcow2_overlap_check(s, 0, run.host, run.bytes);
+        if (ret < 0) {
+            return ret;
+        }
         data_io_begin(s);
         pthread_mutex_unlock(&s->lock);
         ret = host_pwrite(s->fd, data, run.bytes, run.host);
@@ -411,6 +415,11 @@ static int64_t write_step(struct block_node *node, struct qcow2_state *s,
     uint64_t seg_end = MIN(offset + len, (first + n) << s->cluster_bits);
     uint64_t bytes = seg_end - offset;
 
+    ret = qcow2_overlap_check(s, 0, host, n * cs);
+    if (ret < 0) {
+        qcow2_free_clusters(s, host, n * cs);
+        return ret;
+    }
     qcow2_inflight_add(s, first, first + n);
     pthread_mutex_unlock(&s->lock);
     ret = write_new_clusters(node, s, offset, bytes, data, first, n, host,
@@ -439,6 +448,10 @@ int qcow2_write(struct block_node *node, uint64_t offset, uint64_t len,
     }
     pthread_mutex_lock(&s->lock);
     while (len > 0) {
+        if (s->corrupt) {
+            pthread_mutex_unlock(&s->lock);
+            return -EIO;
+        }
         int64_t done = write_step(node, s, offset, len, p);
         if (done < 0) {
             pthread_mutex_unlock(&s->lock);
@@ -485,6 +498,9 @@ static int zero_clusters(struct block_node *node, struct qcow2_state *s,
     int ret = 0;
 
     pthread_mutex_lock(&s->lock);
+    if (s->corrupt) {
+        ret = -EIO;
+    }
     while (first < end && ret == 0) {
         uint64_t chunk_end = MIN(end, first + clusters_in_l2(s, first));
         qcow2_inflight_wait(s, first, chunk_end);
@@ -663,6 +679,16 @@ int qcow2_flush_locked(struct qcow2_state *s)
 {
     if (s->read_only) {
         return 0;
+    }
+    if (s->corrupt) {
+        /* Nothing more is written; what was written is made durable, and
+         * the flush fails if metadata that acknowledged writes need is
+         * left behind in the caches. */
+        if (table_cache_is_dirty(s->l2_cache) ||
+            table_cache_is_dirty(s->refblock_cache)) {
+            return -EIO;
+        }
+        return fdatasync(s->fd) < 0 ? -errno : 0;
     }
     int ret = qcow2_refcounts_sync(s);
     if (ret < 0) {

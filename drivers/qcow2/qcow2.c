@@ -20,8 +20,23 @@ static int before_l2_writeback(void *opaque)
     return qcow2_refcounts_sync(opaque);
 }
 
+/* Tables are written only where the map says they are (overlap.c). */
+static int check_l2_write(void *opaque, uint64_t offset)
+{
+    struct qcow2_state *s = opaque;
+    return qcow2_overlap_check(s, QCOW2_META_L2, offset, s->cluster_size);
+}
+
+static int check_refblock_write(void *opaque, uint64_t offset)
+{
+    struct qcow2_state *s = opaque;
+    return qcow2_overlap_check(s, QCOW2_META_REFBLOCK, offset,
+                               s->cluster_size);
+}
+
 static void state_free(struct qcow2_state *s)
 {
+    qcow2_meta_free(s);
     table_cache_free(s->l2_cache);
     table_cache_free(s->refblock_cache);
     g_free(s->header_raw);
@@ -68,10 +83,13 @@ static bool qcow2_open(struct block_node *node, GError **errp)
     }
     s->l2_cache = table_cache_new(s->fd, s->cluster_size,
                                   qcow2_l2_cache_bytes, before_l2_writeback,
-                                  s);
+                                  check_l2_write, s);
     s->refblock_cache = table_cache_new(s->fd, s->cluster_size,
                                         qcow2_refblock_cache_bytes, NULL,
-                                        NULL);
+                                        check_refblock_write, s);
+    if (!s->read_only) {
+        qcow2_meta_build(s);
+    }
     if (!s->read_only && s->autoclear != autoclear_to_keep(s)) {
         /* Of the autoclear features we maintain only bitmaps: clear the
          * others (and a bitmaps bit without bitmaps) before the first
@@ -101,6 +119,8 @@ static int qcow2_close(struct block_node *node)
         return 0;
     }
     pthread_mutex_lock(&s->lock);
+    /* A corrupt image is left as the overlap found it: nothing more is
+     * written (dirty tables are dropped, and the flush says so). */
     int ret = qcow2_flush_locked(s);
     pthread_mutex_unlock(&s->lock);
     state_free(s);
@@ -133,6 +153,9 @@ static bool qcow2_reopen(struct block_node *node, bool read_only,
     }
     pthread_mutex_lock(&s->lock);
     s->read_only = read_only;
+    if (!read_only && !s->metadata) {
+        qcow2_meta_build(s);
+    }
     if (!read_only && s->autoclear != autoclear_to_keep(s)) {
         uint64_t old = s->autoclear;
         s->autoclear = autoclear_to_keep(s);

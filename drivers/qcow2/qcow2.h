@@ -13,6 +13,8 @@
  *                 directory and tables (parsed at open), list and read
  *   bitmap-store.c  replacing the whole set of bitmaps, crash-atomically
  *   io.c          read, write, write_zeroes, block_status, flush
+ *   overlap.c     the map of metadata clusters; every write is checked
+ *                 against it (QEMU's overlap checks)
  *   qcow2.c       the ops table, open and close
  *
  * Locking contract, stated once: every function declared below this
@@ -31,6 +33,13 @@
  *    by qcow2_flush_locked);
  *  - a new L2 table / refcount block / table is on disk before the pointer
  *    to it is written.
+ *
+ * Overlap checks: every write to the file goes through qcow2_pwrite_checked
+ * (or, for data written unlocked, qcow2_overlap_check under the lock just
+ * before), naming the structure it updates.  A structure is added to the
+ * map (qcow2_meta_add) before its first write and removed when the header
+ * or table that referenced it no longer does, before its clusters are
+ * freed.  A write onto any other structure marks the image corrupt.
  */
 #ifndef CHAINFS_QCOW2_H
 #define CHAINFS_QCOW2_H
@@ -105,6 +114,19 @@
 /* Cache sizes used by the next open; tests shrink them to force eviction. */
 extern size_t qcow2_l2_cache_bytes;
 extern size_t qcow2_refblock_cache_bytes;
+
+/* Kinds of metadata clusters (a mask: a damaged image may give one
+ * cluster several); 0 stands for guest data and bitmap data. */
+enum qcow2_meta_kind {
+    QCOW2_META_HEADER = 1u << 0,       /* cluster 0 */
+    QCOW2_META_L1 = 1u << 1,
+    QCOW2_META_L2 = 1u << 2,           /* active L2 tables */
+    QCOW2_META_REFTABLE = 1u << 3,
+    QCOW2_META_REFBLOCK = 1u << 4,
+    QCOW2_META_SNAPSHOTS = 1u << 5,    /* first cluster of the table */
+    QCOW2_META_BITMAP_DIR = 1u << 6,
+    QCOW2_META_BITMAP_TABLE = 1u << 7,
+};
 
 /* What a guest cluster's L2 entry says. */
 enum qcow2_cluster_kind {
@@ -199,6 +221,10 @@ struct qcow2_state {
     GArray *pending_frees;      /* struct qcow2_host_range */
     gint data_io_in_flight;     /* reads/writes using host clusters
                                    (atomic) */
+
+    /* Host cluster index -> mask of enum qcow2_meta_kind (overlap.c). */
+    GHashTable *metadata;
+    bool corrupt;               /* an overlap was found: no more writes */
 };
 
 static inline uint64_t qcow2_round_to_clusters(const struct qcow2_state *s,
@@ -256,13 +282,17 @@ size_t qcow2_layout_cluster0(uint8_t *c0, uint64_t cluster_size,
                              size_t exts_len, const char *backing_name,
                              const char *backing_format);
 /* Rewrite cluster 0 from the in-memory header, bitmaps extension,
- * preserved extensions and the given backing strings, atomically: when
- * the extension area would change beyond sector 0 the feature name table
- * is dropped; if that is not enough, require_atomic fails with -ENOSPC
- * and otherwise the whole area is written at once.  Caller holds the
- * lock (or runs with no I/O). */
+ * preserved extensions and the given backing strings, crash-atomically
+ * (a new name first where the old header does not look, then one write
+ * of sector 0).  When the extension area would change beyond sector 0, or
+ * the name finds no room, the feature name table is dropped; if that is
+ * not enough, -ENOSPC (-E2BIG: does not fit at all) with nothing
+ * written.  Caller holds the lock (or runs with no I/O). */
 int qcow2_rewrite_cluster0(struct qcow2_state *s, const char *backing_name,
-                           const char *backing_format, bool require_atomic);
+                           const char *backing_format);
+/* Tests: make the next cluster-0 rewrites stop after their first phase,
+ * as a crash would, failing with -EIO. */
+extern bool qcow2_cluster0_crash_after_first_phase;
 /* Refuse backing names and formats too long for a header. */
 bool qcow2_check_backing_strings(const char *filename, const char *name,
                                  const char *format, GError **errp);
@@ -317,13 +347,38 @@ int qcow2_pread_data(int fd, void *buf, size_t len, uint64_t offset);
 
 /* ======== state->lock must be held for everything below ======== */
 
+/* ---- overlap.c ---- */
+
+/* Fill the map of metadata clusters from the header, L1 table, refcount
+ * table and bitmaps (at open, no lock); free it. */
+void qcow2_meta_build(struct qcow2_state *s);
+void qcow2_meta_free(struct qcow2_state *s);
+/* Mark / unmark the clusters of [offset, offset+len) as holding kind. */
+void qcow2_meta_add(struct qcow2_state *s, unsigned kind, uint64_t offset,
+                    uint64_t len);
+void qcow2_meta_remove(struct qcow2_state *s, unsigned kind, uint64_t offset,
+                       uint64_t len);
+/* Mark (add) or unmark the current bitmap directory and tables. */
+void qcow2_meta_bitmaps(struct qcow2_state *s, bool add);
+/* 0 if a write of kind (0: data) may touch [offset, offset+len); else
+ * mark the image corrupt and return -EIO (always -EIO once corrupt). */
+int qcow2_overlap_check(struct qcow2_state *s, unsigned kind,
+                        uint64_t offset, uint64_t len);
+/* qcow2_overlap_check, then host_pwrite. */
+int qcow2_pwrite_checked(struct qcow2_state *s, unsigned kind,
+                         const void *buf, size_t len, uint64_t offset);
+
 /* ---- table-cache.c ---- */
 
 /* A cache of tables of table_size bytes, bounded to max_bytes.
- * before_writeback runs before a dirty entry is evicted (may be NULL). */
+ * before_writeback runs before a dirty entry is evicted (may be NULL);
+ * check_write before every write of a table (may be NULL: a failure
+ * fails the write). */
 struct table_cache *table_cache_new(int fd, size_t table_size,
                                     size_t max_bytes,
                                     int (*before_writeback)(void *opaque),
+                                    int (*check_write)(void *opaque,
+                                                       uint64_t offset),
                                     void *opaque);
 /* Free the cache without writing anything. */
 void table_cache_free(struct table_cache *cache);

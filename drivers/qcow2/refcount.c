@@ -99,7 +99,8 @@ int qcow2_refcount_get(struct qcow2_state *s, uint64_t cluster,
 static int write_reftable_entry(struct qcow2_state *s, uint64_t t)
 {
     uint64_t be = htobe64(s->reftable[t]);
-    return host_pwrite(s->fd, &be, sizeof(be), s->reftable_offset + t * 8);
+    return qcow2_pwrite_checked(s, QCOW2_META_REFTABLE, &be, sizeof(be),
+                                s->reftable_offset + t * 8);
 }
 
 static int grow_reftable(struct qcow2_state *s, uint64_t needed_t);
@@ -125,8 +126,17 @@ static int ensure_refblock(struct qcow2_state *s, uint64_t t, bool *created)
 
     uint64_t offset = (t << s->refblock_bits) << s->cluster_bits;
     struct table_entry *block;
-    int ret = table_cache_get(s->refblock_cache, offset, false, &block);
+    /* Free by definition, unless the image is damaged: then it holds
+     * other metadata, and writing the block there must fail. */
+    int ret = qcow2_overlap_check(s, QCOW2_META_REFBLOCK, offset,
+                                  s->cluster_size);
     if (ret < 0) {
+        return ret;
+    }
+    qcow2_meta_add(s, QCOW2_META_REFBLOCK, offset, s->cluster_size);
+    ret = table_cache_get(s->refblock_cache, offset, false, &block);
+    if (ret < 0) {
+        qcow2_meta_remove(s, QCOW2_META_REFBLOCK, offset, s->cluster_size);
         return ret;
     }
     refblock_entry_set(s, block->data, 0, 1);
@@ -136,6 +146,7 @@ static int ensure_refblock(struct qcow2_state *s, uint64_t t, bool *created)
         ret = -errno;
     }
     if (ret < 0) {
+        qcow2_meta_remove(s, QCOW2_META_REFBLOCK, offset, s->cluster_size);
         return ret;
     }
     s->host_end = MAX(s->host_end, offset + s->cluster_size);
@@ -247,6 +258,13 @@ int qcow2_alloc_clusters(struct qcow2_state *s, uint64_t want,
         }
         if ((first + len) > (QCOW2_L2E_OFFSET_MASK >> s->cluster_bits)) {
             return -ENOSPC;
+        }
+        /* A refcount of 0 on a cluster that holds metadata: whatever is
+         * written there next would destroy it. */
+        ret = qcow2_overlap_check(s, 0, first << s->cluster_bits,
+                                  len << s->cluster_bits);
+        if (ret < 0) {
+            return ret;
         }
 
         /* Counting these clusters may need new refcount blocks, which take
@@ -409,7 +427,8 @@ static int grow_reftable(struct qcow2_state *s, uint64_t needed_t)
             refblock_entry_set(s, block, c - range_first, 1);
         }
         uint64_t offset = next_block++ << s->cluster_bits;
-        ret = host_pwrite(s->fd, block, cs, offset);
+        ret = qcow2_pwrite_checked(s, QCOW2_META_REFBLOCK, block, cs,
+                                   offset);
         if (ret < 0) {
             return ret;
         }
@@ -419,8 +438,9 @@ static int grow_reftable(struct qcow2_state *s, uint64_t needed_t)
     for (uint64_t i = 0; i < new_entries; i++) {
         table[i] = htobe64(table[i]);
     }
-    ret = host_pwrite(s->fd, table, new_entries * 8,
-                      table_first << s->cluster_bits);
+    ret = qcow2_pwrite_checked(s, QCOW2_META_REFTABLE, table,
+                               new_entries * 8,
+                               table_first << s->cluster_bits);
     for (uint64_t i = 0; i < new_entries; i++) {
         table[i] = be64toh(table[i]);
     }
@@ -445,7 +465,13 @@ static int grow_reftable(struct qcow2_state *s, uint64_t needed_t)
     s->reftable = g_steal_pointer(&table);
     s->reftable_entries = new_entries;
     s->host_end = MAX(s->host_end, region_end << s->cluster_bits);
+    for (uint64_t c = blocks_first; c < region_end; c++) {
+        qcow2_meta_add(s, QCOW2_META_REFBLOCK, c << s->cluster_bits, cs);
+    }
+    qcow2_meta_add(s, QCOW2_META_REFTABLE, s->reftable_offset,
+                   table_clusters * cs);
 
     /* The header no longer points at the old table: drop its clusters. */
+    qcow2_meta_remove(s, QCOW2_META_REFTABLE, old_offset, old_clusters * cs);
     return qcow2_free_clusters(s, old_offset, old_clusters * cs);
 }

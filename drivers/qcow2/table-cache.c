@@ -32,12 +32,15 @@ struct table_cache {
     GHashTable *by_offset;   /* uint64_t offset -> struct table_entry * */
     GQueue lru;              /* head: most recently used */
     int (*before_writeback)(void *opaque);
+    int (*check_write)(void *opaque, uint64_t offset);
     void *opaque;
 };
 
 struct table_cache *table_cache_new(int fd, size_t table_size,
                                     size_t max_bytes,
                                     int (*before_writeback)(void *opaque),
+                                    int (*check_write)(void *opaque,
+                                                       uint64_t offset),
                                     void *opaque)
 {
     struct table_cache *cache = g_new0(struct table_cache, 1);
@@ -50,6 +53,7 @@ struct table_cache *table_cache_new(int fd, size_t table_size,
     cache->by_offset = g_hash_table_new(g_int64_hash, g_int64_equal);
     g_queue_init(&cache->lru);
     cache->before_writeback = before_writeback;
+    cache->check_write = check_write;
     cache->opaque = opaque;
     return cache;
 }
@@ -76,6 +80,12 @@ void table_cache_free(struct table_cache *cache)
 
 int table_cache_write(struct table_cache *cache, struct table_entry *entry)
 {
+    if (cache->check_write) {
+        int ret = cache->check_write(cache->opaque, entry->offset);
+        if (ret < 0) {
+            return ret;
+        }
+    }
     int ret = host_pwrite(cache->fd, entry->data, cache->table_size,
                           entry->offset);
     if (ret == 0) {

@@ -550,6 +550,71 @@ static void test_big_target_cluster(void **state)
     }
 }
 
+/* Directories block_dir_fsync was called on (dev, ino pairs). */
+static struct stat synced_dirs[8];
+static unsigned n_synced_dirs;
+static int dir_fsync_errno;
+
+static int recording_dir_fsync(int fd)
+{
+    if (n_synced_dirs < G_N_ELEMENTS(synced_dirs)) {
+        fstat(fd, &synced_dirs[n_synced_dirs++]);
+    }
+    if (dir_fsync_errno) {
+        errno = dir_fsync_errno;
+        return -1;
+    }
+    return 0;
+}
+
+static bool dir_was_synced(const char *dir)
+{
+    struct stat st;
+    assert_int_equal(stat(dir, &st), 0);
+    for (unsigned i = 0; i < n_synced_dirs; i++) {
+        if (synced_dirs[i].st_dev == st.st_dev &&
+            synced_dirs[i].st_ino == st.st_ino &&
+            S_ISDIR(synced_dirs[i].st_mode)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* A new target's directory entry is made durable when the target is
+ * created (before any complete could switch the disk to it); a failing
+ * directory sync refuses the mirror and removes the new file. */
+static void test_new_target_dir_synced(void **state)
+{
+    struct fixture *f = *state;
+    g_autofree uint8_t *model = g_malloc(SIZE);
+    struct disk *disk = scattered_disk(f, model);
+    g_autofree char *sub = path_in(f, "sub");
+    g_autofree char *target = path_in(f, "sub/t.qcow2");
+    g_autofree char *cmd = g_strdup_printf(
+        "mirror id=m1 disk=vm1 target=%s", target);
+
+    assert_int_equal(mkdir(sub, 0700), 0);
+    block_dir_fsync = recording_dir_fsync;
+    n_synced_dirs = 0;
+    dir_fsync_errno = 0;
+    struct job *job = start_mirror(f, disk, cmd);
+    assert_true(dir_was_synced(sub));
+    wait_state(job, JOB_STATE_READY);
+    complete_and_wait(job);
+    job_unref(job);
+
+    g_autofree char *target2 = path_in(f, "sub/t2.qcow2");
+    g_autofree char *cmd2 = g_strdup_printf(
+        "mirror id=m2 disk=vm1 target=%s", target2);
+    dir_fsync_errno = EIO;
+    g_autofree char *msg = start_mirror_error(f, disk, cmd2, EIO);
+    assert_non_null(strstr(msg, "cannot sync its directory"));
+    assert_int_equal(access(target2, F_OK), -1);
+    block_dir_fsync = fsync;
+    assert_int_equal(disk_close(disk), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -580,6 +645,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sparse_target, mirror_setup,
                                         mirror_teardown),
         cmocka_unit_test_setup_teardown(test_big_target_cluster,
+                                        mirror_setup, mirror_teardown),
+        cmocka_unit_test_setup_teardown(test_new_target_dir_synced,
                                         mirror_setup, mirror_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

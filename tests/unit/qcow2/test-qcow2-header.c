@@ -468,6 +468,142 @@ static void test_header_fuzz(void **state)
     g_free(buf);
 }
 
+/* Rewrite cluster 0 of path as: the image's own header, then exts (may
+ * be NULL), then the backing name and format, as chainfs lays it out. */
+static void relayout_cluster0(const char *path, uint32_t cs,
+                              const uint8_t *exts, size_t exts_len,
+                              const char *name, const char *fmt)
+{
+    g_autofree uint8_t *c0 = g_malloc0(cs);
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, c0, 104, 0), 104);
+    uint32_t hl = be32toh(*(uint32_t *)(c0 + 100));
+    assert_int_equal(pread(fd, c0, hl, 0), (ssize_t)hl);
+    memset(c0 + hl, 0, cs - hl);
+    assert_true(qcow2_layout_cluster0(c0, cs, hl, NULL, 0, exts, exts_len,
+                                      name, fmt) > 0);
+    assert_int_equal(pwrite(fd, c0, cs, 0), (ssize_t)cs);
+    close(fd);
+}
+
+/* The backing name and format the image at path records now. */
+static void expect_backing(const char *path, const char *name,
+                           const char *fmt)
+{
+    struct block_node *node = open_ok(path, true);
+    assert_string_equal(node->backing_name, name);
+    assert_string_equal(node->backing_format, fmt);
+    assert_int_equal(tu_close(node), 0);
+    if (tu_have_qemu()) {
+        g_autofree char *out = NULL;
+        g_autofree char *want = g_strdup_printf("\"backing-filename\": "
+                                                "\"%s\"", name);
+        assert_int_equal(tu_run(&out, "qemu-img", "info", "--output=json",
+                                "-U", path, NULL), 0);
+        assert_non_null(strstr(out, want));
+    }
+}
+
+/* set_backing from old to new: a crash after the first phase leaves the
+ * old header; the rewrite then succeeds (ok) or is refused with ENOSPC
+ * and nothing changed. */
+static void rewrite_with_crash(const char *path, const char *old_name,
+                               const char *old_fmt, const char *new_name,
+                               const char *new_fmt, bool ok)
+{
+    GError *err = NULL;
+    struct block_node *node = open_ok(path, false);
+    qcow2_cluster0_crash_after_first_phase = true;
+    assert_false(qcow2_driver.set_backing(node, new_name, new_fmt, &err));
+    assert_int_equal(err->code, ok ? EIO : ENOSPC);
+    g_clear_error(&err);
+    qcow2_cluster0_crash_after_first_phase = false;
+    assert_int_equal(tu_close(node), 0);
+    expect_backing(path, old_name, old_fmt);
+
+    node = open_ok(path, false);
+    bool done = qcow2_driver.set_backing(node, new_name, new_fmt, &err);
+    assert_int_equal(done, ok);
+    if (!ok) {
+        assert_int_equal(err->code, ENOSPC);
+        assert_non_null(strstr(err->message, "crash-atomically"));
+        assert_non_null(strstr(err->message, path));
+        g_clear_error(&err);
+    }
+    assert_int_equal(tu_close(node), 0);
+    expect_backing(path, ok ? new_name : old_name, ok ? new_fmt : old_fmt);
+    if (tu_have_qemu()) {
+        /* The backing files do not exist: check without them. */
+        g_autofree char *spec = g_strdup_printf(
+            "json:{\"driver\":\"qcow2\",\"file\":{\"driver\":\"file\","
+            "\"filename\":\"%s\"},\"backing\":null}", path);
+        assert_int_equal(tu_run(NULL, "qemu-img", "check", spec, NULL), 0);
+    }
+}
+
+/* A name of len bytes made of c. */
+static char *name_of(size_t len, char c)
+{
+    char *name = g_malloc(len + 1);
+    memset(name, c, len);
+    name[len] = 0;
+    return name;
+}
+
+/* Every layout of cluster 0 is rewritten crash-atomically or refused. */
+static void test_rewrite_layouts(void **state)
+{
+    (void)state;
+    g_autofree char *path = path_in_tmp("lay.qcow2");
+
+    /* 512-byte clusters: all of cluster 0 is one sector. */
+    create_image(path, 8 << 20, 512, "old.raw", "raw");
+    rewrite_with_crash(path, "old.raw", "raw", "a-new-name.qcow2", "qcow2",
+                       true);
+
+    /* 4K clusters, a short name that spills past sector 0: the name goes
+     * first to free bytes. */
+    g_autofree char *long1 = name_of(600, 'a');
+    g_autofree char *long2 = name_of(700, 'b');
+    create_image(path, 8 << 20, 4096, long1, "raw");
+    rewrite_with_crash(path, long1, "raw", long2, "qcow2", true);
+
+    /* 2K clusters: no room for a 1000-byte name beside the old one. */
+    g_autofree char *big1 = name_of(1000, 'c');
+    g_autofree char *big2 = name_of(1000, 'd');
+    create_image(path, 8 << 20, 2048, big1, "raw");
+    rewrite_with_crash(path, big1, "raw", big2, "raw", false);
+
+    /* A feature name table reaching past sector 0 and a backing format
+     * that changes length: the table is dropped, then it fits. */
+    uint8_t ftable[8 + 12 * 48] = { 0 };
+    *(uint32_t *)ftable = htobe32(0x6803f857);
+    *(uint32_t *)(ftable + 4) = htobe32(12 * 48);
+    for (unsigned i = 0; i < 12; i++) {
+        ftable[8 + i * 48] = 2;      /* autoclear */
+        ftable[8 + i * 48 + 1] = 8 + i;
+        memcpy(ftable + 8 + i * 48 + 2, "name", 4);
+    }
+    create_image(path, 8 << 20, 4096, "b.raw", "raw");
+    relayout_cluster0(path, 4096, ftable, sizeof(ftable), "b.raw", "raw");
+    expect_backing(path, "b.raw", "raw");
+    rewrite_with_crash(path, "b.raw", "raw", "c.qcow2", "parallels",
+                       true);
+
+    /* An unknown extension (kept) reaching past sector 0, and the same
+     * format change: refused, nothing written. */
+    uint8_t unknown[8 + 600] = { 0 };
+    *(uint32_t *)unknown = htobe32(0x12345678);
+    *(uint32_t *)(unknown + 4) = htobe32(600);
+    create_image(path, 8 << 20, 4096, "b.raw", "raw");
+    relayout_cluster0(path, 4096, unknown, sizeof(unknown), "b.raw", "raw");
+    rewrite_with_crash(path, "b.raw", "raw", "c.qcow2", "parallels",
+                       false);
+    /* With the same format length it only moves the name: fine. */
+    rewrite_with_crash(path, "b.raw", "raw", "c.qcow2", "vpc", true);
+}
+
 int main(void)
 {
     tmpdir = tu_tmpdir();
@@ -475,6 +611,7 @@ int main(void)
         cmocka_unit_test(test_create_reopen),
         cmocka_unit_test(test_create_backing_info),
         cmocka_unit_test(test_set_backing),
+        cmocka_unit_test(test_rewrite_layouts),
         cmocka_unit_test(test_grow),
         cmocka_unit_test(test_feature_bits),
         cmocka_unit_test(test_hostile_headers),

@@ -684,7 +684,7 @@ static void test_table_cache_growth(void **state)
     assert_true(fd >= 0);
     assert_int_equal(ftruncate(fd, TABLES * TABLE), 0);
     struct table_cache *cache = table_cache_new(fd, TABLE, CEILING * TABLE,
-                                                NULL, NULL);
+                                                NULL, NULL, NULL);
     struct table_entry *entry;
 
     for (unsigned i = 0; i < TABLES; i++) {
