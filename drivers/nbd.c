@@ -17,8 +17,10 @@
  *
  * Dropped connections.  A request on a connection that dies fails with
  * EIO; the connection is marked dead and never used again.  The next
- * request reconnects: a few attempts with a short, growing delay (kept
- * while the server stays away, reset once it is back), then EIO.  While
+ * request reconnects: a few attempts with a short, growing delay, then
+ * EIO; while the server stays away each later request makes one attempt
+ * after the grown delay (at most NBD_RETRY_MAX_US), and the delay resets
+ * once it is back.  While
  * one request reconnects, the others wait for its outcome rather than
  * each trying again.
  *
@@ -304,7 +306,12 @@ static void conn_unref(struct nbd_conn *conn)
  * the lock while it sleeps and connects. */
 static int reconnect_locked(struct nbd_export *exp, unsigned slot)
 {
-    for (int attempt = 0; attempt < NBD_RECONNECT_TRIES; attempt++) {
+    /* A few quick attempts right after a drop (a server restarting); once
+     * a round has failed, one attempt per request, each after the grown
+     * delay, so that I/O during an outage fails within a bounded time. */
+    int tries = exp->retry_delay == 0 ? NBD_RECONNECT_TRIES : 1;
+
+    for (int attempt = 0; attempt < tries; attempt++) {
         int64_t now = g_get_monotonic_time();
         struct nbd_conn *old = exp->conns[slot];
 
