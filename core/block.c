@@ -20,6 +20,44 @@ const struct block_driver *block_driver_by_name(const char *format_name)
     return NULL;
 }
 
+bool block_name_is_uri(const char *name)
+{
+    /* RFC 3986: scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) */
+    if (!g_ascii_isalpha(name[0])) {
+        return false;
+    }
+    const char *p = name + 1;
+    while (g_ascii_isalnum(*p) || *p == '+' || *p == '-' || *p == '.') {
+        p++;
+    }
+    return g_str_has_prefix(p, "://");
+}
+
+const struct block_driver *block_driver_for_uri(const char *uri)
+{
+    for (unsigned i = 0; block_drivers[i]; i++) {
+        if (block_drivers[i]->handles_uri &&
+            block_drivers[i]->handles_uri(uri)) {
+            return block_drivers[i];
+        }
+    }
+    return NULL;
+}
+
+bool block_uri_check(const char *uri, char **local_path, GError **errp)
+{
+    const struct block_driver *driver = block_driver_for_uri(uri);
+
+    *local_path = NULL;
+    if (!driver || !driver->check_uri) {
+        g_set_error(errp, CHAINFS_ERROR, ENOTSUP,
+                    "%s: unsupported protocol '%.*s'", uri,
+                    (int)strcspn(uri, ":"), uri);
+        return false;
+    }
+    return driver->check_uri(uri, local_path, errp);
+}
+
 void block_bitmap_info_free(struct block_bitmap_info *info)
 {
     if (info) {
@@ -226,7 +264,8 @@ bool block_writeback_note(struct block_writeback *wb, struct block_node *node,
 {
     uint64_t after = __atomic_add_fetch(&wb->written, n, __ATOMIC_RELAXED);
 
-    if (after / BLOCK_WRITEBACK_BYTES != (after - n) / BLOCK_WRITEBACK_BYTES) {
+    if (after / BLOCK_WRITEBACK_BYTES != (after - n) / BLOCK_WRITEBACK_BYTES &&
+        !block_node_is_remote(node)) {
         /* Whole file: the host offsets are the driver's business, and
          * pages already under writeback are skipped by the kernel. */
         (void)sync_file_range(node->fd, 0, 0, SYNC_FILE_RANGE_WRITE);

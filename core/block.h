@@ -96,13 +96,28 @@ struct block_bitmap_entry {
 };
 
 struct block_driver {
-    const char *format_name;    /* "qcow2", "raw" */
+    const char *format_name;    /* "qcow2", "raw", "nbd" */
+
+    /* Whether this driver serves name, a URI (block_name_is_uri), rather
+     * than a host file: the whole scheme family it knows, including forms
+     * its open refuses (ENOTSUP), so that the user gets its reason.  Such
+     * a driver's open gets node->fd == -1 and node->filename = the URI as
+     * given, and no image lock is taken.  May be NULL: a format of host
+     * files. */
+    bool (*handles_uri)(const char *uri);
+
+    /* A remote driver: check uri's form without connecting (EINVAL when
+     * malformed, ENOTSUP for a form it does not serve) and set
+     * *local_path to the file on this host that it names (a Unix
+     * socket; g_free it) or NULL.  Errors name the URI. */
+    bool (*check_uri)(const char *uri, char **local_path, GError **errp);
 
     /* Score how likely the first bytes of a file are this format: 0 = not
      * at all, 100 = certain.  May be NULL (never chosen by probing). */
     int (*probe)(const uint8_t *buf, size_t len);
 
-    /* Parse and validate the image on node->fd; set node->size and, for
+    /* Parse and validate the image on node->fd (a remote driver: connect
+     * to node->filename); set node->size and, for
      * formats with a backing file, node->backing_name and
      * node->backing_format.  node->read_only says how fd was opened.
      * Errors name node->filename and the reason. */
@@ -204,8 +219,10 @@ struct block_node {
     const struct block_driver *driver;
     void *opaque;               /* the driver's state */
 
-    char *filename;             /* absolute, canonical path of the file */
-    int fd;                     /* host file; owned by the node */
+    char *filename;             /* absolute, canonical path of the file;
+                                   a remote node: its URI as given */
+    int fd;                     /* host file; owned by the node; -1 for a
+                                   remote node (block_node_is_remote) */
     bool read_only;
     bool is_block_device;
     uint64_t size;              /* virtual size in bytes */
@@ -225,6 +242,26 @@ struct block_node {
 extern const struct block_driver *const block_drivers[];
 
 const struct block_driver *block_driver_by_name(const char *format_name);
+
+/* Whether name is a URI ("scheme://..."), not a file name.  A file whose
+ * name merely contains ':' (QEMU's "nbd:..." pseudo-protocols) is not. */
+bool block_name_is_uri(const char *name) __attribute__((nonnull));
+
+/* The driver that serves URIs of uri's scheme, or NULL. */
+const struct block_driver *block_driver_for_uri(const char *uri)
+    __attribute__((nonnull));
+
+/* Check uri as its driver would before connecting (block_driver.check_uri):
+ * ENOTSUP for a scheme no driver serves. */
+bool block_uri_check(const char *uri, char **local_path, GError **errp)
+    __attribute__((nonnull(1, 2)));
+
+/* Whether node is served over the network (no host file, no locks, no
+ * backing file: nothing can name it as one). */
+static inline bool block_node_is_remote(const struct block_node *node)
+{
+    return node->fd < 0;
+}
 
 /* Read from node's backing chain as this node sees it: zeros where there is
  * no backing node and past the end of a shorter backing node. */

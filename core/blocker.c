@@ -70,6 +70,9 @@ bool op_blocker_add_chain(struct op_blocker *blocker, struct block_node *top,
     for (struct block_node *node = top; node; node = node->backing) {
         struct stat st;
 
+        if (block_node_is_remote(node)) {
+            continue;           /* no file: blocked through its disk */
+        }
         if (fstat(node->fd, &st) < 0) {
             int err = errno;
             g_set_error(errp, CHAINFS_ERROR, err, "%s: cannot stat: %s",

@@ -115,10 +115,44 @@ static void block_node_free(struct block_node *node)
     g_free(node);
 }
 
+struct block_node *block_node_open_uri(const char *uri, bool read_only,
+                                       GError **errp)
+{
+    const struct block_driver *driver = block_driver_for_uri(uri);
+
+    if (!driver) {
+        g_set_error(errp, CHAINFS_ERROR, ENOTSUP,
+                    "%s: unsupported protocol '%.*s'", uri,
+                    (int)strcspn(uri, ":"), uri);
+        return NULL;
+    }
+    struct block_node *node = g_new0(struct block_node, 1);
+    node->fd = -1;
+    node->read_only = read_only;
+    node->filename = g_strdup(uri);
+    node->driver = driver;
+    if (!driver->open(node, errp)) {
+        block_node_free(node);
+        return NULL;
+    }
+    return node;
+}
+
 struct block_node *block_node_open(const char *filename, const char *format,
                                    bool read_only, GError **errp)
 {
     struct stat st;
+
+    if (block_name_is_uri(filename)) {
+        /* No format sits on top of a remote disk: it is the raw disk. */
+        if (format && strcmp(format, "raw") != 0) {
+            g_set_error(errp, CHAINFS_ERROR, EINVAL,
+                        "%s: format '%s' is not supported for a URI (the "
+                        "export is the raw disk)", filename, format);
+            return NULL;
+        }
+        return block_node_open_uri(filename, read_only, errp);
+    }
     int fd = open_image_file(filename, read_only, &st, errp);
     if (fd < 0) {
         return NULL;
@@ -149,6 +183,11 @@ struct block_node *block_node_open(const char *filename, const char *format,
         if (!node->driver) {
             g_set_error(errp, CHAINFS_ERROR, EINVAL,
                         "%s: unknown format '%s'", node->filename, format);
+        } else if (node->driver->handles_uri) {
+            g_set_error(errp, CHAINFS_ERROR, EINVAL,
+                        "%s: format '%s' needs a URI, not a file",
+                        node->filename, format);
+            node->driver = NULL;
         }
     } else {
         node->driver = probe_driver(fd, node->filename, errp);
@@ -482,6 +521,9 @@ struct block_node *chain_open(const char *filename, const char *format,
                                              errp);
     if (!top) {
         return NULL;
+    }
+    if (block_node_is_remote(top)) {
+        return top;             /* nothing below an export */
     }
 
     g_autoptr(GArray) ids = g_array_new(false, false, sizeof(struct file_id));

@@ -19,9 +19,16 @@
 
 /* Open one layer (not its backing chain): open and lock the file, check it
  * is a regular file or a block device, pick the driver (format NULL:
- * probe), and let the driver parse it.  Errors name the file. */
+ * probe), and let the driver parse it.  A URI goes to block_node_open_uri
+ * (format NULL or raw, else EINVAL).  Errors name the file. */
 struct block_node *block_node_open(const char *filename, const char *format,
                                    bool read_only, GError **errp);
+
+/* Open a remote layer (block_driver_for_uri): the driver connects to uri;
+ * no file, no lock, no backing.  ENOTSUP for a scheme no driver serves;
+ * errors name the URI and the reason. */
+struct block_node *block_node_open_uri(const char *uri, bool read_only,
+                                       GError **errp) __attribute__((nonnull(1)));
 
 /* Turn an active layer into a backing layer in place (mirror with
  * sync=none leaves the old top under the new one): flush it, take QEMU's
@@ -57,6 +64,8 @@ struct block_node *chain_find_layer(struct block_node *top, const char *path);
 int block_node_close(struct block_node *node);
 
 /* Open filename and its whole backing chain.  format NULL: probe the top.
+ * A URI (block_name_is_uri) opens a remote layer with block_node_open_uri
+ * (format NULL or raw). 
  * Loops, missing files, chains deeper than CHAIN_MAX_DEPTH, backing names
  * with a protocol prefix (json:, nbd:, ...) and unsupported features are a
  * one-line error naming the file. */

@@ -12,9 +12,14 @@ CHAINFS=$(realpath "$CHAINFS")
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/chainfs-recipe.XXXXXX")
 chainfs_pid=
+server_pid=     # an NBD server a recipe started, stopped with it
 recipe_cleanup()
 {
     local status=$?
+    if [[ -n $server_pid ]]; then
+        kill "$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+    fi
     if [[ -n $chainfs_pid ]] && kill -0 "$chainfs_pid" 2>/dev/null; then
         fusermount3 -u -z "$work/mnt" 2>/dev/null || true
         kill "$chainfs_pid" 2>/dev/null || true

@@ -118,8 +118,9 @@ bool fs_add_disk(struct chainfs_fs *fs, struct disk *disk)
     g_ptr_array_add(fs->disk_files, file);
     tree_add_text(fs->tree, fs->chains_dir, disk->name, 0644,
                   &chain_text_ops, disk);
-    if (fs->disk_files->len == 1) {
-        /* Before the mount nothing changes the chain: no lock needed. */
+    if (fs->disk_files->len == 1 && !block_node_is_remote(disk->top)) {
+        /* Before the mount nothing changes the chain: no lock needed.  (A
+         * remote disk has no local file system: statfs stays on "/".) */
         g_free(fs->statfs_path);
         fs->statfs_path = g_path_get_dirname(disk->top->filename);
     }

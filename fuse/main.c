@@ -55,6 +55,7 @@ static void control_plane_start(struct control_plane *plane,
     plane->blockers = blocker_set_new();
     plane->control = control_new(disks, plane->jobs, plane->blockers,
                                  opts->allow_dirs, mountpoint);
+    control_set_allow_remote(plane->control, opts->allow_remote);
     plane->jobs_tree = jobs_tree_new(fs_tree(fs), fs_jobs_dir(fs),
                                      plane->control, plane->jobs,
                                      plane->events);
@@ -240,6 +241,8 @@ static int run(const struct options *opts)
         log_fuse_failure("bad FUSE mount options");
         goto out;
     }
+    /* An NBD server that hangs up must fail a request, not kill us. */
+    signal(SIGPIPE, SIG_IGN);
     if (!open_disks(opts, fs, disks, &err)) {
         log_error("%s", err->message);
         goto out;

@@ -12,6 +12,7 @@
 
 enum {
     OPT_ALLOW_DIR = 256,
+    OPT_ALLOW_REMOTE,
     OPT_THREADS,
     OPT_VERSION,
     OPT_HELP,
@@ -21,6 +22,7 @@ static const struct option long_options[] = {
     { "disk",       required_argument, NULL, 'd' },
     { "foreground", no_argument,       NULL, 'f' },
     { "allow-dir",  required_argument, NULL, OPT_ALLOW_DIR },
+    { "allow-remote", no_argument,     NULL, OPT_ALLOW_REMOTE },
     { "threads",    required_argument, NULL, OPT_THREADS },
     { "version",    no_argument,       NULL, OPT_VERSION },
     { "help",       no_argument,       NULL, OPT_HELP },
@@ -41,10 +43,15 @@ void options_print_help(FILE *out)
 "                         expose the chain whose top layer is FILE as\n"
 "                         MOUNTPOINT/NAME (repeatable; ',,' in FILE is a\n"
 "                         literal comma; without format= the top is probed)\n"
+"  -d, --disk NAME=URI[,read-only=on|off]\n"
+"                         serve an NBD export (nbd://HOST[:PORT]/EXPORT or\n"
+"                         nbd+unix:///EXPORT?socket=PATH) as MOUNTPOINT/NAME\n"
+"                         (needs --allow-remote)\n"
 "  -f, --foreground       stay in the foreground and log to stderr\n"
 "  -o OPT[,OPT...]        FUSE mount options (allow_other, ...)\n"
 "      --allow-dir DIR    a directory where jobs may create or open files\n"
 "                         (repeatable; default: the disks' directories)\n"
+"      --allow-remote     accept NBD URIs for --disk and as job targets\n"
 "      --threads N        worker threads (1-256; default: number of CPUs)\n"
 "      --version          print the version and exit\n"
 "  -h, --help             print this help and exit\n"
@@ -258,17 +265,44 @@ static bool add_allow_dir(struct options *opts, const char *arg,
 
 /* Without --allow-dir, jobs may use the directories holding the disks'
  * images.  An image that cannot be resolved is skipped here: opening it
- * fails later with a better message. */
+ * fails later with a better message.  A URI has no directory. */
 static void add_default_allow_dirs(struct options *opts)
 {
     for (guint i = 0; i < opts->disks->len; i++) {
         struct disk_spec *spec = g_ptr_array_index(opts->disks, i);
-        char *canonical = realpath(spec->filename, NULL);
+        char *canonical = block_name_is_uri(spec->filename)
+                          ? NULL : realpath(spec->filename, NULL);
         if (canonical) {
             add_unique_dir(opts->allow_dirs, g_path_get_dirname(canonical));
             free(canonical);
         }
     }
+}
+
+/* A --disk naming a URI needs --allow-remote, and the export is the raw
+ * disk: no format sits on top. */
+static bool check_remote_disks(const struct options *opts, GError **errp)
+{
+    for (guint i = 0; i < opts->disks->len; i++) {
+        struct disk_spec *spec = g_ptr_array_index(opts->disks, i);
+        if (!block_name_is_uri(spec->filename)) {
+            continue;
+        }
+        if (!opts->allow_remote) {
+            g_set_error(errp, CHAINFS_ERROR, EACCES,
+                        "--disk '%s=%s': a URI needs --allow-remote",
+                        spec->name, spec->filename);
+            return false;
+        }
+        if (spec->format && strcmp(spec->format, "raw") != 0) {
+            g_set_error(errp, CHAINFS_ERROR, EINVAL,
+                        "--disk '%s=%s': format '%s' is not supported for a "
+                        "URI (the export is the raw disk)", spec->name,
+                        spec->filename, spec->format);
+            return false;
+        }
+    }
+    return true;
 }
 
 static bool parse_threads(struct options *opts, const char *arg,
@@ -396,6 +430,9 @@ static bool apply_option(struct options *opts, int c, int argc, char **argv,
         return true;
     case OPT_ALLOW_DIR:
         return add_allow_dir(opts, optarg, errp);
+    case OPT_ALLOW_REMOTE:
+        opts->allow_remote = true;
+        return true;
     case OPT_THREADS:
         return parse_threads(opts, optarg, errp);
     case OPT_VERSION:
@@ -454,6 +491,9 @@ bool options_parse(struct options *opts, int argc, char **argv,
     if (opts->disks->len == 0) {
         g_set_error(errp, CHAINFS_ERROR, EINVAL,
                     "no disk given (use --disk NAME=FILE)");
+        return false;
+    }
+    if (!check_remote_disks(opts, errp)) {
         return false;
     }
     if (!opts->allow_dirs_given) {

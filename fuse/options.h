@@ -17,7 +17,7 @@
 /* One --disk NAME=FILE[,format=F][,read-only=on|off]. */
 struct disk_spec {
     char *name;
-    char *filename;     /* as given */
+    char *filename;     /* as given (a URI with --allow-remote) */
     char *format;       /* "qcow2", "raw", or NULL: probe */
     bool read_only;
 };
@@ -28,6 +28,7 @@ struct options {
     char *fuse_options;     /* every -o joined with ',', or NULL */
     GPtrArray *allow_dirs;  /* char *, canonical absolute paths */
     bool allow_dirs_given;  /* --allow-dir was used (else the default) */
+    bool allow_remote;      /* --allow-remote: NBD URIs are accepted */
     unsigned threads;       /* 1..OPTIONS_MAX_THREADS */
     char *mountpoint;       /* as given */
     bool show_help;

@@ -17,6 +17,7 @@
 #include "jobs/fleece.h"
 #include "jobs/mirror.h"
 #include "jobs/path-policy.h"
+#include "jobs/remote-target.h"
 #include "jobs/snapshot.h"
 #include "jobs/stream.h"
 
@@ -29,6 +30,7 @@ struct control {
     struct job_list *jobs;
     struct blocker_set *blockers;
     struct path_policy *paths;
+    bool allow_remote;              /* --allow-remote: URI targets */
     struct control_listener listener;
     struct fleece_listener view_listener;
 
@@ -100,6 +102,11 @@ void control_free(struct control *ctl)
     pthread_mutex_destroy(&ctl->last_error_lock);
     pthread_mutex_destroy(&ctl->lock);
     g_free(ctl);
+}
+
+void control_set_allow_remote(struct control *ctl, bool allow_remote)
+{
+    ctl->allow_remote = allow_remote;
 }
 
 void control_set_listener(struct control *ctl,
@@ -312,7 +319,16 @@ static char *execute_start_job(struct command_context *c, GError **errp)
     if (!disk) {
         return NULL;
     }
-    if (type->target_key == COMMAND_KEY_TARGET) {
+    if (type->target_key == COMMAND_KEY_TARGET &&
+        block_name_is_uri(cmd.target)) {
+        /* A remote export: no file to resolve or block (NBD has no
+         * locks); the job opens it. */
+        if (!remote_target_check(c->ctl->paths, c->ctl->allow_remote,
+                                 command_verb_name(cmd.verb), cmd.target,
+                                 c->writer_pid, errp)) {
+            return NULL;
+        }
+    } else if (type->target_key == COMMAND_KEY_TARGET) {
         target = resolve_written_file(c, COMMAND_KEY_TARGET, cmd.target,
                                       errp);
         if (!target) {

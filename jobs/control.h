@@ -50,6 +50,10 @@ struct control *control_new(GPtrArray *disks, struct job_list *jobs,
     __attribute__((nonnull(1, 2, 3)));
 void control_free(struct control *ctl);
 
+/* Whether job targets may be URIs (--allow-remote; default: no, EACCES).
+ * Call before the first command. */
+void control_set_allow_remote(struct control *ctl, bool allow_remote);
+
 /* Set the listener (copied); before the first command. */
 void control_set_listener(struct control *ctl,
                           const struct control_listener *listener)

@@ -9,6 +9,7 @@
 
 #include "core/chain.h"
 #include "jobs/mirror.h"
+#include "jobs/remote-target.h"
 #include "jobs/sparse-copy.h"
 
 /* Default granularity bounds (the target's cluster size, clamped). */
@@ -207,10 +208,24 @@ bool mirror_target_open(struct block_node *source, const struct command *cmd,
                     cmd->format);
         return false;
     }
+    if (block_name_is_uri(cmd->target)) {
+        target->node = remote_target_open(source, cmd, "mirror", errp);
+        if (!target->node) {
+            return false;
+        }
+        target->cluster_size = sparse_copy_cluster_size(target->node);
+        return true;
+    }
     if (cmd->sync == COMMAND_SYNC_TOP) {
         backing = source->backing;
     } else if (cmd->sync == COMMAND_SYNC_NONE) {
         backing = source;
+    }
+    if (backing && block_node_is_remote(backing)) {
+        g_set_error(errp, CHAINFS_ERROR, ENOTSUP,
+                    "mirror: sync=none: the disk runs on %s, which cannot "
+                    "be a backing file", backing->filename);
+        return false;
     }
     bool ok = cmd->mode == COMMAND_MODE_EXISTING
               ? open_existing_target(source, cmd, target, errp)

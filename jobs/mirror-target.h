@@ -40,7 +40,8 @@ struct mirror_sizes {
 
 /* Create (mode=absolute-paths) or open (mode=existing) cmd->target for a
  * mirror of the chain under source, with the backing layer sync= asks
- * for.  Errors (an errno code) name the file or the key. */
+ * for; a URI opens a remote export (remote-target.h).  Errors (an errno
+ * code) name the file or the key. */
 bool mirror_target_open(struct block_node *source, const struct command *cmd,
                         struct mirror_target *target, GError **errp)
     __attribute__((nonnull(1, 2, 3)));

@@ -91,6 +91,14 @@ bool snapshot_run(struct disk *disk, const char *overlay_path,
     bool created = false;
     struct block_node *overlay;
 
+    if (block_node_is_remote(top)) {
+        /* An image header could only name it by its URI, and a chain
+         * never opens a protocol backing file. */
+        g_set_error(errp, CHAINFS_ERROR, ENOTSUP,
+                    "snapshot: disk '%s' runs on %s, which cannot be a "
+                    "backing file", disk->name, top->filename);
+        return false;
+    }
     if (mode == COMMAND_MODE_ABSOLUTE_PATHS) {
         if (!create_overlay(disk, top, overlay_path, errp)) {
             return false;

@@ -11,7 +11,9 @@ packages=(
     libglib2.0-dev zlib1g-dev                 # libraries
     libcmocka-dev                             # unit tests
     qemu-utils                                # qemu-img, qemu-io, qemu-nbd: test oracles
-    libnbd-bin                                # nbdinfo: reads qemu-nbd's dirty bitmaps
+    libnbd-dev                                # the nbd driver (NBD exports as disks and targets)
+    libnbd-bin nbdkit                         # nbdinfo (qemu-nbd's dirty bitmaps); nbdkit: NBD test servers
+    iproute2                                  # ip netns/veth: the NBD-over-veth test
     util-linux coreutils diffutils            # mountpoint, fallocate, dd, cmp
     clang libclang-rt-14-dev fio              # fuzzing (libFuzzer runtime), benchmarks
 )
