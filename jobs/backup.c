@@ -3,7 +3,9 @@
  * The instant: backup_start drains the disk, fills the needed set (every
  * chunk for sync=full, the top layer's allocated chunks for sync=top, a
  * copy of the bitmap's bits for sync=bitmap), registers the consumer, and
- * ends the drain.  From then on the frozen content reaches the target
+ * ends the drain.  sync=top scans the top before the drain, with a bitmap
+ * recording the writes made meanwhile, so that on a big disk the drain
+ * only merges that bitmap (and scans again only if the chain changed).  From then on the frozen content reaches the target
  * either through the background copier (backup-copier.c: several copies
  * in flight, zeros skipped by block status, rate limited, per-side error
  * policies) or through a guest write that touches a chunk first (the sink
@@ -229,19 +231,34 @@ static const struct job_driver backup_driver = {
 
 /* --- Start --------------------------------------------------------------- */
 
-/* Under the drain: the chunks the top layer allocates. */
-static void mark_top_allocated_drained(struct backup_job *b)
+/* The chunks the top layer allocates, status call by status call; with
+ * the disk drained (drained) or otherwise io_lock taken for each call.
+ * Returns false, leaving needed partly marked, if not drained and the
+ * chain changed since generation. */
+static bool mark_top_allocated(struct backup_job *b, bool drained,
+                               uint64_t generation)
 {
-    struct block_node *top = b->disk->top;
-
     for (uint64_t offset = 0; offset < b->size;) {
         uint64_t pnum;
-        int status = top->driver->block_status(top, offset,
-                                               b->size - offset, &pnum);
+        int status;
+
+        if (!drained) {
+            pthread_rwlock_rdlock(&b->disk->io_lock);
+            if (disk_chain_generation(b->disk) != generation) {
+                pthread_rwlock_unlock(&b->disk->io_lock);
+                return false;
+            }
+        }
+        struct block_node *top = b->disk->top;
+        status = top->driver->block_status(top, offset, b->size - offset,
+                                           &pnum);
+        if (!drained) {
+            pthread_rwlock_unlock(&b->disk->io_lock);
+        }
         if (status < 0) {
             /* Copy the rest: the copy reports the read error. */
             dirty_bitmap_set(b->needed, offset, b->size - offset);
-            return;
+            return true;
         }
         pnum = MIN(MAX(pnum, 1), b->size - offset);
         if (status & BLOCK_STATUS_ALLOCATED) {
@@ -249,14 +266,59 @@ static void mark_top_allocated_drained(struct backup_job *b)
         }
         offset += pnum;
     }
+    return true;
+}
+
+/* sync=top, before the drain: scan the top's allocation into needed while
+ * a bitmap records the writes made meanwhile (a write allocates in the
+ * top), so that the drain only adds those.  Returns the bitmap, attached
+ * to the disk, or NULL if the chain changed during the scan (then the
+ * drain scans again). */
+static struct dirty_bitmap *scan_top_allocated(struct backup_job *b)
+{
+    struct dirty_bitmap *writes = dirty_bitmap_new(b->size, b->granularity);
+    uint64_t generation = disk_chain_generation(b->disk);
+
+    /* Attached first: a write the scan misses is marked. */
+    disk_attach_bitmap(b->disk, writes);
+    if (!mark_top_allocated(b, false, generation)) {
+        disk_detach_bitmap(b->disk, writes);
+        dirty_bitmap_free(writes);
+        return NULL;
+    }
+    return writes;
+}
+
+/* Under the drain: finish sync=top's needed set from the scan made before
+ * it (writes: NULL if there is none). */
+static void finish_top_allocated_drained(struct backup_job *b,
+                                         struct dirty_bitmap *writes,
+                                         uint64_t generation)
+{
+    if (writes) {
+        disk_detach_bitmap(b->disk, writes);
+        if (disk_chain_generation(b->disk) == generation) {
+            dirty_bitmap_merge(b->needed, writes);
+            dirty_bitmap_free(writes);
+            return;
+        }
+        dirty_bitmap_free(writes);
+    }
+    dirty_bitmap_reset_all(b->needed);
+    mark_top_allocated(b, true, 0);
 }
 
 /* The instant: under one drain, the needed set, the bitmap copies and the
- * consumer. */
+ * consumer (sync=top scans most of its set before). */
 static void freeze(struct backup_job *b, enum command_sync sync)
 {
     const struct cbw_consumer_ops ops = { backup_sink, backup_cbw_error, b };
+    struct dirty_bitmap *top_writes = NULL;
+    uint64_t generation = disk_chain_generation(b->disk);
 
+    if (sync == COMMAND_SYNC_TOP) {
+        top_writes = scan_top_allocated(b);
+    }
     disk_drain_begin(b->disk);
     switch (sync) {
     case COMMAND_SYNC_FULL:
@@ -264,7 +326,7 @@ static void freeze(struct backup_job *b, enum command_sync sync)
         dirty_bitmap_set_all(b->needed);
         break;
     case COMMAND_SYNC_TOP:
-        mark_top_allocated_drained(b);
+        finish_top_allocated_drained(b, top_writes, generation);
         break;
     case COMMAND_SYNC_BITMAP:
         dirty_bitmap_merge(b->needed, b->bitmap);
