@@ -3,10 +3,13 @@
  * The instant: backup_start drains the disk, fills the needed set (every
  * chunk for sync=full, the top layer's allocated chunks for sync=top, a
  * copy of the bitmap's bits for sync=bitmap), registers the consumer, and
- * ends the drain.  From then on the frozen content reaches the target
- * either through the run loop (cbw_copy_next, one run at a time, rate
- * limited, per-side error policies) or through a guest write that
- * touches a chunk first (the sink below, on the guest's thread).  Both
+ * ends the drain.  sync=top scans the top before the drain, with a bitmap
+ * recording the writes made meanwhile, so that on a big disk the drain
+ * only merges that bitmap (and scans again only if the chain changed).  From then on the frozen content reaches the target
+ * either through the background copier (backup-copier.c: several copies
+ * in flight, zeros skipped by block status, rate limited, per-side error
+ * policies) or through a guest write that touches a chunk first (the sink
+ * below, on the guest's thread).  Both
  * write the target sparsely (jobs/sparse-copy.h): what reads as zero is
  * never written as data.
  *
@@ -24,10 +27,7 @@
  * were copied (copy_set minus what is still needed or failed) and were
  * not written meanwhile, rounded in to its granularity, under a drain.
  *
- * Locking: b->lock protects the first copy-before-write error only;
- * everything else is set before the job starts or belongs to the job
- * thread, and the sink touches only atomics and the target (whose driver
- * takes its own locks).
+ * The state and the locking rules are in backup-internal.h.
  */
 #include "jobs/backup.h"
 
@@ -35,54 +35,9 @@
 #include <inttypes.h>
 #include <string.h>
 
-#include "core/copy-before-write.h"
-#include "core/dirty-bitmap.h"
 #include "core/named-bitmap.h"
-#include "jobs/mirror.h"
-#include "jobs/mirror-target.h"
+#include "jobs/backup-internal.h"
 #include "jobs/sparse-copy.h"
-
-/* How long the loop waits before retrying a chunk whose error it ignored,
- * so that a lasting error does not make it spin. */
-#define BACKUP_IGNORE_RETRY_NS (10ull * 1000000)
-
-struct backup_job {
-    struct job common;                  /* first: the framework's part */
-
-    /* Set up before the job starts, then read-only. */
-    struct disk *disk;
-    struct block_node *target;
-    bool target_backing_owned;
-    bool target_reads_zeros;            /* fresh and without backing */
-    int target_zero_flags;              /* UNMAP only without backing */
-    uint64_t zero_align;
-    uint64_t size;
-    uint64_t granularity;
-    uint64_t max_op_bytes;
-    enum job_error_policy on_source_error;
-    enum job_error_policy on_target_error;
-    char *bitmap_name;                  /* NULL: no bitmap= */
-    struct dirty_bitmap *bitmap;        /* its bits (held busy) */
-    enum command_bitmap_mode bitmap_mode;
-
-    struct dirty_bitmap *needed;        /* the consumer's */
-    struct dirty_bitmap *copy_set;      /* needed at the instant (bitmap=) */
-    struct dirty_bitmap *written;       /* writes since then (bitmap=) */
-    struct dirty_bitmap *failed;        /* chunks a failed copy lost */
-    struct cbw_consumer *consumer;
-    struct block_writeback writeback;
-    bool succeeded;                     /* prepare ran */
-
-    pthread_mutex_t lock;
-    char *cbw_error;                    /* the first failed copy before a
-                                           guest write, under lock */
-    int cbw_errno;
-};
-
-static inline struct backup_job *backup_of(struct job *job)
-{
-    return (struct backup_job *)job;   /* common comes first */
-}
 
 /* --- Copy-before-write callbacks (any thread, io_lock held) -------------- */
 
@@ -131,132 +86,40 @@ static void backup_cbw_error(void *opaque, uint64_t offset, uint64_t len,
     job_kick(&b->common);
 }
 
-/* --- The run loop -------------------------------------------------------- */
-
-/* The first failed copy before a guest write, as the job's error. */
-static int take_cbw_error(struct backup_job *b, GError **errp)
-{
-    int error = 0;
-
-    pthread_mutex_lock(&b->lock);
-    if (b->cbw_error) {
-        error = b->cbw_errno;
-        g_set_error(errp, CHAINFS_ERROR, error, "%s", b->cbw_error);
-    }
-    pthread_mutex_unlock(&b->lock);
-    return -error;
-}
-
-static void update_progress(struct backup_job *b)
-{
-    job_progress_set_dirty(&b->common, dirty_bitmap_count(b->needed));
-}
-
-/* Apply the side's policy to a failed copy or flush: 0 to go on (retry),
- * or a negative errno with *errp set. */
-static int handle_error(struct backup_job *b, int ret, bool is_read,
-                        GError **errp)
-{
-    enum job_error_policy policy = is_read ? b->on_source_error
-                                           : b->on_target_error;
-
-    switch (job_handle_error(&b->common, policy, is_read, -ret)) {
-    case JOB_ERROR_ACTION_REPORT:
-        if (is_read) {
-            /* The top at the time of the message, as for the guest. */
-            pthread_rwlock_rdlock(&b->disk->io_lock);
-            g_set_error(errp, CHAINFS_ERROR, -ret, "read from %s: %s",
-                        b->disk->top->filename, g_strerror(-ret));
-            pthread_rwlock_unlock(&b->disk->io_lock);
-        } else {
-            g_set_error(errp, CHAINFS_ERROR, -ret, "write to %s: %s",
-                        b->target->filename, g_strerror(-ret));
-        }
-        return ret;
-    case JOB_ERROR_ACTION_IGNORE:
-        return job_sleep_ns(&b->common, BACKUP_IGNORE_RETRY_NS)
-               ? -ECANCELED : 0;
-    case JOB_ERROR_ACTION_STOP:
-        return job_pause_point(&b->common) ? -ECANCELED : 0;
-    }
-    return -EINVAL;
-}
-
-/* Copy every chunk still needed, from a cursor that wraps around (so a
- * chunk whose error was ignored is retried after the others). */
-static int copy_all(struct backup_job *b, GError **errp)
-{
-    struct job *job = &b->common;
-    uint64_t cursor = 0;
-    bool wrapped = false;
-
-    for (;;) {
-        int ret = take_cbw_error(b, errp);
-        if (ret < 0) {
-            return ret;
-        }
-        if (job_pause_point(job)) {
-            return -ECANCELED;
-        }
-        uint64_t offset = cursor, len = 0, data = 0;
-        bool is_read = false;
-        ret = cbw_copy_next(b->consumer, &offset, b->size, b->max_op_bytes,
-                            &len, &is_read, &data);
-        update_progress(b);
-        if (ret == 0) {
-            if (wrapped || cursor == 0) {
-                return 0;
-            }
-            cursor = 0;
-            wrapped = true;
-            continue;
-        }
-        if (ret < 0) {
-            ret = handle_error(b, ret, is_read, errp);
-            if (ret < 0) {
-                return ret;
-            }
-            cursor = offset + len < b->size ? offset + len : 0;
-            wrapped = false;
-            continue;
-        }
-        cursor = offset + len;
-        if (job_throttle(job, data)) {
-            return -ECANCELED;
-        }
-    }
-}
-
 static int backup_run(struct job *job, GError **errp)
 {
     struct backup_job *b = backup_of(job);
+    int ret;
 
+    backup_start_workers(b);
     for (;;) {
-        int ret = copy_all(b, errp);
+        ret = backup_copy_all(b, errp);
         if (ret < 0) {
-            return ret;
+            break;
         }
         /* Copies before guest writes that took chunks from the needed
          * set may still be writing them: a drain waits for them. */
         disk_drain_begin(b->disk);
         disk_drain_end(b->disk);
-        ret = take_cbw_error(b, errp);
+        ret = backup_take_cbw_error(b, errp);
         if (ret < 0) {
-            return ret;
+            break;
         }
         if (dirty_bitmap_count(b->needed) != 0) {
             continue;   /* a chunk failed again after it was ignored */
         }
         ret = b->target->driver->flush(b->target);
         if (ret == 0) {
-            update_progress(b);
-            return 0;
+            backup_update_progress(b);
+            break;
         }
-        ret = handle_error(b, ret, false, errp);
+        ret = backup_handle_error(b, ret, false, errp);
         if (ret < 0) {
-            return ret;
+            break;
         }
     }
+    backup_stop_workers(b);
+    return ret;
 }
 
 /* --- The bitmap ---------------------------------------------------------- */
@@ -352,6 +215,8 @@ static void backup_free(struct job *job)
     dirty_bitmap_free(b->failed);
     g_free(b->bitmap_name);
     g_free(b->cbw_error);
+    g_assert(b->n_workers == 0 && g_queue_is_empty(&b->queue));
+    pthread_cond_destroy(&b->cond);
     pthread_mutex_destroy(&b->lock);
 }
 
@@ -366,19 +231,34 @@ static const struct job_driver backup_driver = {
 
 /* --- Start --------------------------------------------------------------- */
 
-/* Under the drain: the chunks the top layer allocates. */
-static void mark_top_allocated_drained(struct backup_job *b)
+/* The chunks the top layer allocates, status call by status call; with
+ * the disk drained (drained) or otherwise io_lock taken for each call.
+ * Returns false, leaving needed partly marked, if not drained and the
+ * chain changed since generation. */
+static bool mark_top_allocated(struct backup_job *b, bool drained,
+                               uint64_t generation)
 {
-    struct block_node *top = b->disk->top;
-
     for (uint64_t offset = 0; offset < b->size;) {
         uint64_t pnum;
-        int status = top->driver->block_status(top, offset,
-                                               b->size - offset, &pnum);
+        int status;
+
+        if (!drained) {
+            pthread_rwlock_rdlock(&b->disk->io_lock);
+            if (disk_chain_generation(b->disk) != generation) {
+                pthread_rwlock_unlock(&b->disk->io_lock);
+                return false;
+            }
+        }
+        struct block_node *top = b->disk->top;
+        status = top->driver->block_status(top, offset, b->size - offset,
+                                           &pnum);
+        if (!drained) {
+            pthread_rwlock_unlock(&b->disk->io_lock);
+        }
         if (status < 0) {
             /* Copy the rest: the copy reports the read error. */
             dirty_bitmap_set(b->needed, offset, b->size - offset);
-            return;
+            return true;
         }
         pnum = MIN(MAX(pnum, 1), b->size - offset);
         if (status & BLOCK_STATUS_ALLOCATED) {
@@ -386,14 +266,59 @@ static void mark_top_allocated_drained(struct backup_job *b)
         }
         offset += pnum;
     }
+    return true;
+}
+
+/* sync=top, before the drain: scan the top's allocation into needed while
+ * a bitmap records the writes made meanwhile (a write allocates in the
+ * top), so that the drain only adds those.  Returns the bitmap, attached
+ * to the disk, or NULL if the chain changed during the scan (then the
+ * drain scans again). */
+static struct dirty_bitmap *scan_top_allocated(struct backup_job *b)
+{
+    struct dirty_bitmap *writes = dirty_bitmap_new(b->size, b->granularity);
+    uint64_t generation = disk_chain_generation(b->disk);
+
+    /* Attached first: a write the scan misses is marked. */
+    disk_attach_bitmap(b->disk, writes);
+    if (!mark_top_allocated(b, false, generation)) {
+        disk_detach_bitmap(b->disk, writes);
+        dirty_bitmap_free(writes);
+        return NULL;
+    }
+    return writes;
+}
+
+/* Under the drain: finish sync=top's needed set from the scan made before
+ * it (writes: NULL if there is none). */
+static void finish_top_allocated_drained(struct backup_job *b,
+                                         struct dirty_bitmap *writes,
+                                         uint64_t generation)
+{
+    if (writes) {
+        disk_detach_bitmap(b->disk, writes);
+        if (disk_chain_generation(b->disk) == generation) {
+            dirty_bitmap_merge(b->needed, writes);
+            dirty_bitmap_free(writes);
+            return;
+        }
+        dirty_bitmap_free(writes);
+    }
+    dirty_bitmap_reset_all(b->needed);
+    mark_top_allocated(b, true, 0);
 }
 
 /* The instant: under one drain, the needed set, the bitmap copies and the
- * consumer. */
+ * consumer (sync=top scans most of its set before). */
 static void freeze(struct backup_job *b, enum command_sync sync)
 {
     const struct cbw_consumer_ops ops = { backup_sink, backup_cbw_error, b };
+    struct dirty_bitmap *top_writes = NULL;
+    uint64_t generation = disk_chain_generation(b->disk);
 
+    if (sync == COMMAND_SYNC_TOP) {
+        top_writes = scan_top_allocated(b);
+    }
     disk_drain_begin(b->disk);
     switch (sync) {
     case COMMAND_SYNC_FULL:
@@ -401,7 +326,7 @@ static void freeze(struct backup_job *b, enum command_sync sync)
         dirty_bitmap_set_all(b->needed);
         break;
     case COMMAND_SYNC_TOP:
-        mark_top_allocated_drained(b);
+        finish_top_allocated_drained(b, top_writes, generation);
         break;
     case COMMAND_SYNC_BITMAP:
         dirty_bitmap_merge(b->needed, b->bitmap);
@@ -414,7 +339,7 @@ static void freeze(struct backup_job *b, enum command_sync sync)
     b->consumer = cbw_add_consumer_drained(b->disk, b->needed, &ops);
     disk_drain_end(b->disk);
     job_progress_set_len(&b->common, dirty_bitmap_count(b->needed));
-    update_progress(b);
+    backup_update_progress(b);
 }
 
 /* Create or open the target as a mirror's (sync=top: backing onto the
@@ -458,6 +383,8 @@ static struct job *backup_create(struct job_list *list, struct disk *disk,
     }
     struct backup_job *b = backup_of(job);
     pthread_mutex_init(&b->lock, NULL);
+    pthread_cond_init(&b->cond, NULL);
+    g_queue_init(&b->queue);
     b->disk = disk;
     b->size = source->size;
     b->granularity = sizes.granularity;
@@ -468,6 +395,7 @@ static struct job *backup_create(struct job_list *list, struct disk *disk,
     b->max_op_bytes = MAX(b->granularity,
                           ROUND_DOWN(MIN(sizes.buf_size, MIRROR_MAX_OP_BYTES),
                                      b->granularity));
+    b->buf_size = MAX(sizes.buf_size, b->max_op_bytes);
     b->target = target->node;
     b->target_backing_owned = target->backing_owned;
     b->target_reads_zeros = target->reads_zeros;

@@ -490,11 +490,22 @@ static uint64_t zero_entry(struct qcow2_state *s, uint64_t old,
     return QCOW2_OFLAG_ZERO;
 }
 
+/* Whether unallocated clusters read from a backing file: the header names
+ * one.  Not node->backing: a node may be written without its backing
+ * linked (a backup target whose backing is a layer of the disk, never
+ * read because only whole clusters are written), and a zero write there
+ * must still leave zero clusters, not unallocated ones that read the
+ * backing file once the image is opened with it. */
+static bool has_backing_file(const struct block_node *node)
+{
+    return node->backing != NULL || node->backing_name != NULL;
+}
+
 /* Make whole clusters [first, end) read zeros through metadata only. */
 static int zero_clusters(struct block_node *node, struct qcow2_state *s,
                          uint64_t first, uint64_t end, bool unmap)
 {
-    bool has_backing = node->backing != NULL;
+    bool has_backing = has_backing_file(node);
     int ret = 0;
 
     pthread_mutex_lock(&s->lock);
@@ -563,7 +574,7 @@ int qcow2_write_zeroes(struct block_node *node, uint64_t offset,
         return 0;
     }
     /* v2 has no zero flag: with a backing file, zeros must be written. */
-    if (s->version < 3 && node->backing) {
+    if (s->version < 3 && has_backing_file(node)) {
         return write_zero_buffers(node, offset, len);
     }
     uint64_t end = offset + len;

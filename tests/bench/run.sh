@@ -7,7 +7,8 @@
 #   BENCH_SIZE     virtual size of the chain [1G]
 #   RUNS           runs per metric, the table shows the median [3]
 #   BENCH_RUNTIME  seconds per fio job [5]
-#   BENCH_SECTIONS which parts to run: any of "io bitmaps jobs big" [io bitmaps jobs big]
+#   BENCH_SECTIONS which parts to run: any of "io bitmaps jobs backup big"
+#                  [io bitmaps jobs backup big]
 #   BENCH_BIG_SIZE virtual size of the sparse chain for the RSS rows [1T]
 #   BENCH_DIR      scratch directory, needs ~3x BENCH_SIZE free [/var/tmp/chainfs-bench]
 #   BENCH_DROP_CACHES=1  drop the page cache before each measurement [0]
@@ -23,7 +24,7 @@ SRC=$(cd "$HERE/../.." && pwd)
 SIZE_ARG=${BENCH_SIZE:-1G}
 RUNS=${RUNS:-3}
 RUNTIME=${BENCH_RUNTIME:-5}
-SECTIONS=${BENCH_SECTIONS:-io bitmaps jobs big}
+SECTIONS=${BENCH_SECTIONS:-io bitmaps jobs backup big}
 BIG_ARG=${BENCH_BIG_SIZE:-1T}
 WORK=${BENCH_DIR:-/var/tmp/chainfs-bench}
 QSD=${QSD:-qemu-storage-daemon}
@@ -558,6 +559,124 @@ job_one()
     record "rss_$job" "$who" "$HWM"
 }
 
+# ---- backup rows ---------------------------------------------------------
+
+# backup sync=full of the disk to a new qcow2, DIR/backup.qcow2, as job b1.
+# qemu-storage-daemon's target is created with qemu-img and added with
+# blockdev-add before the clock starts (blockdev-backup needs a node);
+# chainfs creates its own as part of the command.  Both check, after the
+# daemon stopped, that the target is guest.raw: the copy is fresh, so the
+# disk at the backup's instant is guest.raw, whatever the guest wrote
+# later.
+
+BACKUP_SPEED=4M     # the backup held active during the fio row
+
+backup_prepare_chainfs() { :; }
+
+backup_prepare_qsd()
+{
+    qemu-img create -q -f qcow2 "$D/backup.qcow2" "$SIZE"
+    qmp '{"execute":"blockdev-add","arguments":{"driver":"qcow2","node-name":"bt","file":{"driver":"file","filename":"'$D/backup.qcow2'"}}}' \
+        >/dev/null || die "qemu-storage-daemon refused blockdev-add of the backup target"
+}
+
+# backup_start_DAEMON SPEED: start b1 (SPEED in bytes/s, 0: unlimited);
+# fails with JOB_NA set when the daemon cannot.
+backup_start_chainfs()
+{
+    if ! ctl "backup id=b1 disk=vm target=$D/backup.qcow2 speed=$1"; then
+        JOB_NA=$CTL_ERR
+        return 1
+    fi
+}
+
+backup_start_qsd()
+{
+    qmp '{"execute":"blockdev-backup","arguments":{"job-id":"b1","device":"top","target":"bt","sync":"full","speed":'$1',"auto-dismiss":false}}' \
+        >/dev/null || die "qemu-storage-daemon refused blockdev-backup"
+}
+
+# backup_set_speed_DAEMON SPEED: fails if the job ended meanwhile.
+backup_set_speed_chainfs() { ctl "set-speed b1 $1"; }
+
+backup_set_speed_qsd()
+{
+    qmp '{"execute":"block-job-set-speed","arguments":{"device":"b1","speed":'$1'}}' >/dev/null
+}
+
+backup_running_chainfs() { cfs_job_is b1 running; }
+backup_running_qsd() { qmp_job_is b1 running; }
+
+backup_wait_chainfs()
+{
+    local res
+    wait_for "chainfs backup concluded" cfs_job_is b1 concluded
+    res=$(cfs_job_result b1)
+    [[ $res == completed ]] || die "chainfs backup: result $res: $(cat "$D/mnt/.jobs/b1/status")"
+}
+
+backup_wait_qsd()
+{
+    local err
+    wait_for "qsd backup concluded" qmp_job_is b1 concluded
+    err=$(qmp_job_error b1)
+    [[ -z $err ]] || die "qsd backup failed: $err"
+    qmp '{"execute":"job-dismiss","arguments":{"id":"b1"}}' >/dev/null
+}
+
+# backup_one WHO WHAT: WHAT=time: the time from the command to the job's
+# conclusion, no guest I/O (read-only export on qemu-storage-daemon, as
+# for the job rows); WHAT=iops: fio's random 4K writes while a backup
+# limited to BACKUP_SPEED runs (writable export), then the limit is lifted
+# and the backup completes.
+backup_one()
+{
+    local who=$1 what=$2 t0 t1 v speed
+    JOB_NA=
+    speed=$(numfmt --from=iec "$BACKUP_SPEED")
+    fresh main
+    drop_caches
+    if [[ $what == time ]]; then
+        QSD_WRITABLE=off "start_$who"
+    else
+        "start_$who"
+    fi
+    "backup_prepare_$who"
+    t0=$(now_ns)
+    if [[ $what == time ]]; then
+        speed=0
+    fi
+    if ! "backup_start_$who" "$speed"; then
+        stop_daemon
+        log "$who backup: n/a: $JOB_NA"
+        [[ $what == time ]] && { na backup "$who" "$JOB_NA"; na rss_backup "$who" "$JOB_NA"; }
+        [[ $what == iops ]] && na backup_iops "$who" "$JOB_NA"
+        return
+    fi
+    if [[ $what == iops ]]; then
+        v=$(fio_run "$FILE" randwrite 4k 1 1)
+        # The guest's copies before its writes are not limited: on a small
+        # disk they may finish the backup within the run.
+        if "backup_running_$who"; then
+            # It may end meanwhile: the wait below tells.
+            "backup_set_speed_$who" 0 || true
+        else
+            log "warning: $who: the backup ended during the fio run (a small BENCH_SIZE?)"
+        fi
+    fi
+    "backup_wait_$who"
+    t1=$(now_ns)
+    stop_daemon
+    qemu-img compare -q -f qcow2 -F raw "$D/backup.qcow2" "$WORK/chain-main/guest.raw" ||
+        die "backup ($who, $what): backup.qcow2 differs from the disk at the instant"
+    if [[ $what == time ]]; then
+        record backup "$who" "$(awk -v u="$(((t1 - t0) / 1000))" 'BEGIN { printf "%.3f", u / 1e6 }')"
+        record rss_backup "$who" "$HWM"
+    else
+        record backup_iops "$who" "$v"
+    fi
+}
+
 # ---- the sparse 1 TiB chain ----------------------------------------------
 
 big_one()
@@ -634,6 +753,14 @@ for ((run = 1; run <= RUNS; run++)); do
             for who in "${order[@]}"; do
                 log "run $run/$RUNS: $job on $who"
                 job_one "$who" "$job"
+            done
+        done
+    fi
+    if want backup; then
+        for what in time iops; do
+            for who in "${order[@]}"; do
+                log "run $run/$RUNS: backup ($what) on $who"
+                backup_one "$who" "$what"
             done
         done
     fi
