@@ -1,11 +1,6 @@
-/* chainfs: the named dirty bitmaps of a disk (see named-bitmap.h).
- *
- * The image always holds the whole persistent set: every change that adds
- * or removes a persistent bitmap stores the new set in one crash-atomic
- * step (the driver's bitmaps_store), so there is no partial state to
- * recover.  Bits are written only at a clean close; until then the image
- * says "in use", which is what makes a crash visible instead of silently
- * wrong.
+/* chainfs: the named dirty bitmaps of a disk (see named-bitmap.h): the
+ * set, the commands, reading, and the bitmaps jobs use.  What reaches the
+ * image lives in named-bitmap-persist.c.
  */
 #include "core/named-bitmap.h"
 
@@ -15,28 +10,12 @@
 #include <string.h>
 
 #include "core/dirty-bitmap.h"
+#include "core/named-bitmap-internal.h"
 
 /* Default granularity: the active layer's cluster size clamped to this
  * range, else the upper bound (QEMU's rule). */
 #define DEFAULT_GRANULARITY_MIN 4096u
 #define DEFAULT_GRANULARITY_MAX 65536u
-
-struct named_bitmap {
-    char *name;
-    struct dirty_bitmap *bits;  /* the disk's size; never NULL */
-    bool enabled;       /* records when consistent (qcow2's auto flag) */
-    bool persistent;    /* stored in the active layer */
-    bool inconsistent;  /* found in use: records nothing, cannot be read */
-    bool attached;      /* marked by every write (disk_attach_bitmap) */
-    char *busy_job;     /* the job using it, or NULL */
-};
-
-struct named_bitmap_set {
-    pthread_mutex_t lock;
-    GPtrArray *bitmaps;         /* struct named_bitmap *, owned */
-    struct event_log *events;   /* not owned; may be NULL */
-    struct named_bitmap_listener listener;
-};
 
 static void named_bitmap_free(gpointer data)
 {
@@ -79,8 +58,8 @@ void named_bitmaps_set_listener(struct disk *disk,
 
 /* ---- helpers; the set's lock is held ---- */
 
-static struct named_bitmap *find_locked(struct named_bitmap_set *set,
-                                        const char *name)
+struct named_bitmap *named_find_locked(struct named_bitmap_set *set,
+                                       const char *name)
 {
     for (guint i = 0; i < set->bitmaps->len; i++) {
         struct named_bitmap *b = g_ptr_array_index(set->bitmaps, i);
@@ -96,7 +75,7 @@ static struct named_bitmap *find_locked(struct named_bitmap_set *set,
 static struct named_bitmap *lookup_locked(struct disk *disk, const char *verb,
                                           const char *name, GError **errp)
 {
-    struct named_bitmap *b = find_locked(disk->named_bitmaps, name);
+    struct named_bitmap *b = named_find_locked(disk->named_bitmaps, name);
 
     if (!b) {
         g_set_error(errp, CHAINFS_ERROR, ENOENT,
@@ -127,7 +106,7 @@ static bool check_changeable(struct disk *disk, const char *verb,
 }
 
 /* Attach or detach as the flags now say. */
-static void update_attachment(struct disk *disk, struct named_bitmap *b)
+void named_update_attachment(struct disk *disk, struct named_bitmap *b)
 {
     bool recording = b->enabled && !b->inconsistent;
 
@@ -139,9 +118,8 @@ static void update_attachment(struct disk *disk, struct named_bitmap *b)
     b->attached = recording;
 }
 
-static void event_locked(struct disk *disk, const char *event,
-                         const char *name, const char *extra_key,
-                         const char *extra_value)
+void named_event_locked(struct disk *disk, const char *event, const char *name,
+                        const char *extra_key, const char *extra_value)
 {
     struct event_log *events = disk->named_bitmaps->events;
 
@@ -151,60 +129,9 @@ static void event_locked(struct disk *disk, const char *event,
     }
 }
 
-/* Store the persistent bitmaps of the set in node, except `without`
- * (NULL: none).  clean: with their bits and the in-use mark cleared
- * (inconsistent ones stay marked); else all marked in use. */
-static bool store_locked(struct named_bitmap_set *set, struct block_node *node,
-                         const struct named_bitmap *without, bool clean,
-                         GError **errp)
-{
-    g_autoptr(GArray) entries =
-        g_array_new(false, true, sizeof(struct block_bitmap_entry));
-
-    for (guint i = 0; i < set->bitmaps->len; i++) {
-        const struct named_bitmap *b = g_ptr_array_index(set->bitmaps, i);
-
-        if (b == without || !b->persistent) {
-            continue;
-        }
-        struct block_bitmap_entry entry = {
-            .name = b->name,
-            .granularity = dirty_bitmap_granularity(b->bits),
-            .enabled = b->enabled,
-            .in_use = !clean || b->inconsistent,
-            .bits = b->bits,
-        };
-        g_array_append_val(entries, entry);
-    }
-    if (!node->driver->bitmaps_store) {
-        if (entries->len == 0) {
-            return true;
-        }
-        g_set_error(errp, CHAINFS_ERROR, ENOTSUP,
-                    "%s: %s images cannot hold bitmaps", node->filename,
-                    node->driver->format_name);
-        return false;
-    }
-    return node->driver->bitmaps_store(
-        node, (const struct block_bitmap_entry *)(void *)entries->data,
-        entries->len, errp);
-}
-
-static bool has_persistent_locked(struct named_bitmap_set *set)
-{
-    for (guint i = 0; i < set->bitmaps->len; i++) {
-        struct named_bitmap *b = g_ptr_array_index(set->bitmaps, i);
-
-        if (b->persistent) {
-            return true;
-        }
-    }
-    return false;
-}
-
 /* A bitmap of the disk's size (top's), added to the set. */
-static struct named_bitmap *append_locked(struct disk *disk, const char *name,
-                                          uint32_t granularity)
+struct named_bitmap *named_append_locked(struct disk *disk, const char *name,
+                                         uint32_t granularity)
 {
     struct named_bitmap *b = g_new0(struct named_bitmap, 1);
 
@@ -214,7 +141,7 @@ static struct named_bitmap *append_locked(struct disk *disk, const char *name,
     return b;
 }
 
-static void announce_added_locked(struct disk *disk, const char *name)
+void named_announce_added_locked(struct disk *disk, const char *name)
 {
     struct named_bitmap_listener *listener = &disk->named_bitmaps->listener;
 
@@ -223,74 +150,7 @@ static void announce_added_locked(struct disk *disk, const char *name)
     }
 }
 
-/* Add the bitmaps that node stores as the set's, inconsistent ones as
- * such; skip names the set has.  Returns false only when listing fails. */
-static bool adopt_stored_locked(struct disk *disk, struct block_node *node,
-                                bool read_bits, GError **errp)
-{
-    g_autoptr(GPtrArray) infos = node->driver->bitmaps_list(node, errp);
-
-    if (!infos) {
-        return false;
-    }
-    for (guint i = 0; i < infos->len; i++) {
-        const struct block_bitmap_info *info = g_ptr_array_index(infos, i);
-        GError *error = NULL;
-
-        if (find_locked(disk->named_bitmaps, info->name)) {
-            continue;
-        }
-        struct named_bitmap *b = append_locked(disk, info->name,
-                                               info->granularity);
-        b->persistent = true;
-        b->enabled = info->enabled;
-        b->inconsistent = info->in_use || !read_bits;
-        if (!b->inconsistent &&
-            !node->driver->bitmap_read(node, info->name, b->bits, &error)) {
-            g_warning("bitmap '%s' of disk '%s' loads as inconsistent: %s",
-                      info->name, disk->name, error->message);
-            g_error_free(error);
-            dirty_bitmap_reset_all(b->bits);
-            b->inconsistent = true;
-        }
-        update_attachment(disk, b);
-        announce_added_locked(disk, b->name);
-    }
-    return true;
-}
-
-/* ---- loading, the commands ---- */
-
-bool named_bitmaps_load(struct disk *disk, GError **errp)
-{
-    struct named_bitmap_set *set = disk->named_bitmaps;
-    struct block_node *top;
-    bool ok = true;
-
-    pthread_rwlock_rdlock(&disk->io_lock);
-    pthread_mutex_lock(&set->lock);
-    top = disk->top;
-    if (top->driver->bitmaps_list) {
-        ok = adopt_stored_locked(disk, top, true, errp);
-        /* From now on the image says "in use" until a clean close. */
-        if (ok && !disk->read_only && has_persistent_locked(set)) {
-            ok = store_locked(set, top, NULL, false, errp);
-        }
-    }
-    if (!ok) {
-        /* The mount fails: the close that follows must store nothing. */
-        for (guint i = 0; i < set->bitmaps->len; i++) {
-            struct named_bitmap *b = g_ptr_array_index(set->bitmaps, i);
-
-            b->enabled = false;
-            update_attachment(disk, b);
-        }
-        g_ptr_array_set_size(set->bitmaps, 0);
-    }
-    pthread_mutex_unlock(&set->lock);
-    pthread_rwlock_unlock(&disk->io_lock);
-    return ok;
-}
+/* ---- the commands ---- */
 
 /* A qcow2 top's cluster size clamped, else the upper bound. */
 static uint32_t default_granularity(struct block_node *top)
@@ -343,7 +203,7 @@ static bool add_locked(struct disk *disk, const char *name,
                     "that fleece makes", name);
         return false;
     }
-    if (find_locked(set, name)) {
+    if (named_find_locked(set, name)) {
         g_set_error(errp, CHAINFS_ERROR, EEXIST,
                     "bitmap-add: disk '%s' already has a bitmap '%s'",
                     disk->name, name);
@@ -358,17 +218,19 @@ static bool add_locked(struct disk *disk, const char *name,
     if (persistent && !check_can_persist(disk, errp)) {
         return false;
     }
-    b = append_locked(disk, name, granularity ? granularity
-                                              : default_granularity(disk->top));
+    if (!granularity) {
+        granularity = default_granularity(disk->top);
+    }
+    b = named_append_locked(disk, name, granularity);
     b->persistent = persistent;
     b->enabled = !disabled;
-    if (persistent && !store_locked(set, disk->top, NULL, false, errp)) {
+    if (persistent && !named_store_locked(set, disk->top, NULL, false, errp)) {
         g_ptr_array_remove(set->bitmaps, b);
         return false;
     }
-    update_attachment(disk, b);
-    announce_added_locked(disk, name);
-    event_locked(disk, "BITMAP_ADDED", name, NULL, NULL);
+    named_update_attachment(disk, b);
+    named_announce_added_locked(disk, name);
+    named_event_locked(disk, "BITMAP_ADDED", name, NULL, NULL);
     return true;
 }
 
@@ -406,15 +268,15 @@ static bool remove_locked(struct disk *disk, const char *name, GError **errp)
                     "bitmap '%s'", disk->name, name);
         return false;
     }
-    if (b->persistent && !store_locked(set, disk->top, b, false, errp)) {
+    if (b->persistent && !named_store_locked(set, disk->top, b, false, errp)) {
         return false;
     }
     b->enabled = false;
-    update_attachment(disk, b);
+    named_update_attachment(disk, b);
     if (set->listener.removed) {
         set->listener.removed(set->listener.opaque, disk, name);
     }
-    event_locked(disk, "BITMAP_REMOVED", name, NULL, NULL);
+    named_event_locked(disk, "BITMAP_REMOVED", name, NULL, NULL);
     g_ptr_array_remove(set->bitmaps, b);
     return true;
 }
@@ -440,7 +302,7 @@ bool named_bitmap_clear(struct disk *disk, const char *name, GError **errp)
     b = lookup_locked(disk, "bitmap-clear", name, errp);
     if (b && check_changeable(disk, "bitmap-clear", b, errp)) {
         dirty_bitmap_reset_all(b->bits);
-        event_locked(disk, "BITMAP_CLEARED", name, NULL, NULL);
+        named_event_locked(disk, "BITMAP_CLEARED", name, NULL, NULL);
         ok = true;
     }
     pthread_mutex_unlock(&disk->named_bitmaps->lock);
@@ -458,8 +320,8 @@ bool named_bitmap_enable(struct disk *disk, const char *name, bool enable,
     b = lookup_locked(disk, verb, name, errp);
     if (b && check_changeable(disk, verb, b, errp)) {
         b->enabled = enable;
-        update_attachment(disk, b);
-        event_locked(disk, enable ? "BITMAP_ENABLED" : "BITMAP_DISABLED",
+        named_update_attachment(disk, b);
+        named_event_locked(disk, enable ? "BITMAP_ENABLED" : "BITMAP_DISABLED",
                      name, NULL, NULL);
         ok = true;
     }
@@ -479,7 +341,7 @@ static bool merge_locked(struct disk *disk, const char *name,
     }
     /* Every source is checked before anything is merged. */
     for (unsigned i = 0; from[i]; i++) {
-        struct named_bitmap *src = find_locked(set, from[i]);
+        struct named_bitmap *src = named_find_locked(set, from[i]);
 
         if (!src) {
             g_set_error(errp, CHAINFS_ERROR, ENOENT,
@@ -504,7 +366,7 @@ static bool merge_locked(struct disk *disk, const char *name,
         }
     }
     g_autofree char *list = g_strjoinv(",", (char **)from);
-    event_locked(disk, "BITMAP_MERGED", name, "from", list);
+    named_event_locked(disk, "BITMAP_MERGED", name, "from", list);
     return true;
 }
 
@@ -546,7 +408,7 @@ char *named_bitmap_status(struct disk *disk, const char *name)
     char *text = NULL;
 
     pthread_mutex_lock(&set->lock);
-    b = find_locked(set, name);
+    b = named_find_locked(set, name);
     if (b) {
         text = g_strdup_printf(
             "name: %s\ngranularity: %" PRIu32 "\ncount: %" PRIu64 "\n"
@@ -574,7 +436,7 @@ int named_bitmap_extents(struct disk *disk, const char *name, char **text)
 
     *text = NULL;
     pthread_mutex_lock(&set->lock);
-    b = find_locked(set, name);
+    b = named_find_locked(set, name);
     if (!b) {
         ret = -ENOENT;
     } else if (b->inconsistent) {
@@ -614,7 +476,7 @@ void named_bitmap_release(struct disk *disk, const char *name)
     struct named_bitmap *b;
 
     pthread_mutex_lock(&disk->named_bitmaps->lock);
-    b = find_locked(disk->named_bitmaps, name);
+    b = named_find_locked(disk->named_bitmaps, name);
     if (b) {
         g_clear_pointer(&b->busy_job, g_free);
     }
@@ -634,7 +496,7 @@ static bool check_snapshot_locked(struct disk *disk, const char *name,
     if (!b || !check_changeable(disk, "fleece: bitmap", b, errp)) {
         return false;
     }
-    if (find_locked(set, snapshot_name)) {
+    if (named_find_locked(set, snapshot_name)) {
         g_set_error(errp, CHAINFS_ERROR, EEXIST,
                     "fleece: bitmap: disk '%s' already has a bitmap '%s'",
                     disk->name, snapshot_name);
@@ -682,139 +544,24 @@ bool named_bitmap_snapshot_drained(struct disk *disk, const char *name,
     if (!check_snapshot_locked(disk, name, snapshot_name, errp)) {
         goto out;
     }
-    b = find_locked(set, name);
-    snap = append_locked(disk, snapshot_name,
+    b = named_find_locked(set, name);
+    snap = named_append_locked(disk, snapshot_name,
                          dirty_bitmap_granularity(b->bits));
     snap->persistent = b->persistent;
     snap->enabled = false;
     /* Drained: no write marks B between the copy and the clear. */
     dirty_bitmap_merge(snap->bits, b->bits);
     if (snap->persistent &&
-        !store_locked(set, disk->top, NULL, false, errp)) {
+        !named_store_locked(set, disk->top, NULL, false, errp)) {
         g_ptr_array_remove(set->bitmaps, snap);
         goto out;
     }
     dirty_bitmap_reset_all(b->bits);
-    announce_added_locked(disk, snapshot_name);
-    event_locked(disk, "BITMAP_ADDED", snapshot_name, "from", name);
+    named_announce_added_locked(disk, snapshot_name);
+    named_event_locked(disk, "BITMAP_ADDED", snapshot_name, "from", name);
     ok = true;
 out:
     pthread_mutex_unlock(&set->lock);
     return ok;
 }
 
-/* ---- the active layer changes, the disk closes ---- */
-
-/* Make the set's persistent bitmaps new_top's, keeping what new_top
- * already stores under other names as inconsistent bitmaps of the disk
- * (they missed the writes the job made).  False with errp set when
- * new_top cannot hold them. */
-static bool store_in_new_top_locked(struct disk *disk,
-                                    struct block_node *new_top, GError **errp)
-{
-    if (new_top->read_only || !new_top->driver->bitmaps_supported) {
-        g_set_error(errp, CHAINFS_ERROR, ENOTSUP, "%s: %s%s cannot hold "
-                    "bitmaps", new_top->filename,
-                    new_top->read_only ? "a read-only " : "",
-                    new_top->driver->format_name);
-        return false;
-    }
-    if (!new_top->driver->bitmaps_supported(new_top, errp) ||
-        !adopt_stored_locked(disk, new_top, false, errp)) {
-        return false;
-    }
-    return !has_persistent_locked(disk->named_bitmaps) ||
-           store_locked(disk->named_bitmaps, new_top, NULL, false,
-                        errp);
-}
-
-void named_bitmaps_move_drained(struct disk *disk, struct block_node *old_top,
-                                struct block_node *new_top)
-{
-    struct named_bitmap_set *set = disk->named_bitmaps;
-    GError *error = NULL;
-    bool had_persistent;
-
-    if (new_top == old_top || disk->read_only) {
-        return;
-    }
-    pthread_mutex_lock(&set->lock);
-    had_persistent = has_persistent_locked(set);
-    if (!store_in_new_top_locked(disk, new_top, &error)) {
-        for (guint i = 0; i < set->bitmaps->len; i++) {
-            struct named_bitmap *b = g_ptr_array_index(set->bitmaps, i);
-
-            if (b->persistent) {
-                b->persistent = false;
-                event_locked(disk, "BITMAP_NOT_PERSISTENT", b->name,
-                             "reason", error->message);
-            }
-        }
-        g_clear_error(&error);
-    }
-    /* Only once they are safe in new_top (or could not be). */
-    if (had_persistent && !old_top->read_only &&
-        old_top->driver->bitmaps_store &&
-        !old_top->driver->bitmaps_store(old_top, NULL, 0, &error)) {
-        g_warning("disk '%s': removing the bitmaps from %s: %s", disk->name,
-                  old_top->filename, error->message);
-        g_clear_error(&error);
-    }
-    pthread_mutex_unlock(&set->lock);
-}
-
-bool named_bitmaps_mark_layer_in_use(struct block_node *node, GError **errp)
-{
-    g_autoptr(GPtrArray) infos = NULL;
-    g_autoptr(GArray) entries = NULL;
-    bool all_in_use = true;
-
-    if (!node->driver->bitmaps_list) {
-        return true;
-    }
-    infos = node->driver->bitmaps_list(node, errp);
-    if (!infos) {
-        return false;
-    }
-    entries = g_array_new(false, true, sizeof(struct block_bitmap_entry));
-    for (guint i = 0; i < infos->len; i++) {
-        const struct block_bitmap_info *info = g_ptr_array_index(infos, i);
-        struct block_bitmap_entry entry = {
-            .name = info->name,
-            .granularity = info->granularity,
-            .enabled = info->enabled,
-            .in_use = true,
-        };
-
-        all_in_use &= info->in_use;
-        g_array_append_val(entries, entry);
-    }
-    return all_in_use ||
-           node->driver->bitmaps_store(
-               node, (const struct block_bitmap_entry *)(void *)entries->data,
-               entries->len, errp);
-}
-
-int named_bitmaps_close(struct disk *disk)
-{
-    struct named_bitmap_set *set = disk->named_bitmaps;
-    GError *error = NULL;
-    int ret = 0;
-
-    pthread_mutex_lock(&set->lock);
-    if (!disk->read_only && has_persistent_locked(set) &&
-        !store_locked(set, disk->top, NULL, true, &error)) {
-        g_warning("disk '%s': storing the bitmaps: %s", disk->name,
-                  error->message);
-        ret = -error->code;
-        g_error_free(error);
-    }
-    for (guint i = 0; i < set->bitmaps->len; i++) {
-        struct named_bitmap *b = g_ptr_array_index(set->bitmaps, i);
-
-        b->enabled = false;
-        update_attachment(disk, b);
-    }
-    pthread_mutex_unlock(&set->lock);
-    return ret;
-}
