@@ -311,3 +311,52 @@ ext4_jobs_test()
     loop_detach
     echo "ok: the final chain converted to raw holds the same files, e2fsck clean"
 }
+
+# ---- fio with verification (test-client-fio-*.sh) -------------------------
+
+# fio_verify_jobs JOBFILE FILE: write a fio job file for FILE with two
+# jobs at once, each writing every 4 KiB block of its own 64 MiB once in
+# random order, with a crc32c header (which holds the block's offset) in
+# each, then reading it all back to verify: "direct" with O_DIRECT and
+# libaio 16 deep on [0, 64M), "buffered" with pwrite on [64M, 128M).
+# The same file with --verify_only re-reads and verifies what they wrote.
+fio_verify_jobs()
+{
+    cat >"$1" <<EOT
+[global]
+filename=$2
+rw=randwrite
+bs=4k
+size=64M
+verify=crc32c
+verify_fatal=1
+do_verify=1
+[direct]
+offset=0
+direct=1
+ioengine=libaio
+iodepth=16
+[buffered]
+offset=64M
+direct=0
+ioengine=psync
+EOT
+}
+
+# run_fio WHAT LOG FIO-ARGS...: run fio; it must exit 0 and report no error.
+run_fio()
+{
+    local what=$1 log=$2
+    shift 2
+    fio "$@" >"$log" 2>&1 ||
+        fail "fio ($what) failed: $(grep -iE 'verify|err=|error' "$log" | head -n 20)"
+    grep -q 'err= 0' "$log" || fail "fio ($what): no job reported err= 0: $(tail -n 20 "$log")"
+    ! grep -E 'err= *[1-9]' "$log" || fail "fio ($what) reported an error"
+}
+
+# assert_fio_verified LOG N: N jobs in LOG each read back (verified) 64 MiB.
+assert_fio_verified()
+{
+    assert_eq "$(grep -cE '^ +read: .*\(64\.0MiB/' "$1")" "$2" \
+        "jobs in $1 that read back all of their 64 MiB"
+}
