@@ -20,19 +20,27 @@ requires_loop()
 # loop_dev, and detach it at exit.
 loop_attach()
 {
-    local file=$1
+    local file=$1 path inside=
     shift
-    loop_dev=$(losetup --find --show "$@" "$file") ||
+    path=$(realpath "$file")
+    # Once the file's FUSE mount is gone the loop device shows its path
+    # inside that mount (/vm): recognise that too.
+    mountpoint -q "$(dirname "$path")" && inside=/$(basename "$path")
+    loop_dev=$(losetup --find --show "$@" "$path") ||
         fail "losetup $* $file failed"
     # Reverse order at exit: registered before the mount, runs after it.
-    cleanup_fn "loop_detach_if_ours $loop_dev $(realpath "$file")"
+    cleanup_fn "loop_detach_if_ours $loop_dev $path $inside"
 }
 
-# loop_detach_if_ours DEV FILE: detach DEV if it still shows FILE (the
-# number may have been detached and reused by someone else since).
+# loop_detach_if_ours DEV FILE [INSIDE]: detach DEV if it still shows
+# FILE, or INSIDE (the number may have been detached and reused by
+# someone else since).
 loop_detach_if_ours()
 {
-    [[ $(losetup -n -O BACK-FILE "$1" 2>/dev/null) == "$2"* ]] && losetup -d "$1"
+    local back
+    back=$(losetup -n -O BACK-FILE "$1" 2>/dev/null) || return 0
+    back=${back%% (deleted)}
+    [[ $back == "$2" || ( -n ${3:-} && $back == "$3" ) ]] && losetup -d "$1"
 }
 
 # loop_detach: detach loop_dev (which must be unmounted) and wait until
