@@ -13,7 +13,10 @@ packages=(
     qemu-utils                                # qemu-img, qemu-io, qemu-nbd: test oracles
     libnbd-bin                                # nbdinfo: reads qemu-nbd's dirty bitmaps
     util-linux coreutils diffutils            # mountpoint, fallocate, dd, cmp
-    clang libclang-rt-14-dev fio              # fuzzing (libFuzzer runtime), benchmarks
+    clang libclang-rt-14-dev fio              # fuzzing (libFuzzer runtime), benchmarks, fio tests
+    e2fsprogs mount                           # mkfs.ext4, e2fsck, losetup: the ext4 tests
+    qemu-system-x86 busybox-static cpio       # the VM test: QEMU, a static busybox initramfs
+    linux-image-cloud-amd64 kmod              # ... and a guest kernel in /boot (modprobe)
 )
 
 missing=()
