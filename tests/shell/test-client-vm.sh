@@ -21,6 +21,7 @@
 source "$(dirname "$0")/functions.sh"
 source "$srcdir/tests/shell/ctl-functions.sh"
 source "$srcdir/tests/shell/job-functions.sh"
+[[ ${CHAINFS_VM_TEST:-} != 0 ]] || skip "CHAINFS_VM_TEST=0"
 requires qemu-img qemu-system-x86_64 cpio gzip awk md5sum
 requires_fuse
 
@@ -44,10 +45,6 @@ if [[ -d /lib/modules/$kernel_version ]]; then
     mapfile -t modules < <(modprobe -a -S "$kernel_version" --show-depends virtio_pci virtio_blk |
         awk '$1 == "insmod" && !seen[$2]++ { print $2 }')
 fi
-
-case ${CHAINFS_VM_TEST:-auto} in
-0) skip "CHAINFS_VM_TEST=0" ;;
-esac
 
 # ---- the initramfs ------------------------------------------------------------
 
@@ -243,7 +240,7 @@ wait_guest_round()
 }
 
 mkfifo guest-ctl.in guest-ctl.out
-qemu-system-x86_64 -accel $accel -m 256 -smp 1 -nodefaults -no-user-config \
+qemu-system-x86_64 -accel "$accel" -m 256 -smp 1 -nodefaults -no-user-config \
     -display none -no-reboot \
     -kernel "$kernel" -initrd initramfs.gz \
     -append "console=ttyS0 quiet loglevel=3 panic=-1" \
