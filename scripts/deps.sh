@@ -15,7 +15,10 @@ packages=(
     libnbd-bin nbdkit                         # nbdinfo (qemu-nbd's dirty bitmaps); nbdkit: NBD test servers
     iproute2                                  # ip netns/veth: the NBD-over-veth test
     util-linux coreutils diffutils            # mountpoint, fallocate, dd, cmp
-    clang libclang-rt-14-dev fio              # fuzzing (libFuzzer runtime), benchmarks
+    clang libclang-rt-14-dev fio              # fuzzing (libFuzzer runtime), benchmarks, fio tests
+    e2fsprogs mount                           # mkfs.ext4, e2fsck, losetup: the ext4 tests
+    qemu-system-x86 busybox-static cpio       # the VM test: QEMU, a static busybox initramfs
+    linux-image-cloud-amd64 kmod              # ... and a guest kernel in /boot (modprobe)
 )
 
 missing=()
