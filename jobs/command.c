@@ -143,13 +143,13 @@ static const struct verb_schema verb_table[COMMAND__MAX] = {
         "stream", KEY_BIT(ID) | KEY_BIT(DISK),
         KEY_BIT(BASE) | KEY_BIT(BACKING_FILE) | KEY_BIT(SPEED) |
             KEY_BIT(ON_ERROR),
-        false, ARGUMENT_NONE, 0,
+        false, ARGUMENT_NONE, 0, NULL,
     },
     [COMMAND_COMMIT] = {
         "commit", KEY_BIT(ID) | KEY_BIT(DISK),
         KEY_BIT(TOP) | KEY_BIT(BASE) | KEY_BIT(BACKING_FILE) |
             KEY_BIT(SPEED) | KEY_BIT(ON_ERROR),
-        false, ARGUMENT_NONE, 0,
+        false, ARGUMENT_NONE, 0, NULL,
     },
     [COMMAND_BACKUP] = {
         "backup", KEY_BIT(ID) | KEY_BIT(DISK) | KEY_BIT(TARGET),
@@ -162,57 +162,58 @@ static const struct verb_schema verb_table[COMMAND__MAX] = {
     [COMMAND_SNAPSHOT] = {
         "snapshot", KEY_BIT(DISK) | KEY_BIT(OVERLAY),
         KEY_BIT(FORMAT) | KEY_BIT(MODE),
-        false, ARGUMENT_NONE, 0,
+        false, ARGUMENT_NONE, 0, NULL,
     },
     [COMMAND_COMPLETE] = {
-        "complete", 0, 0, true, ARGUMENT_NONE, JOB_VERB_COMPLETE,
+        "complete", 0, 0, true, ARGUMENT_NONE, JOB_VERB_COMPLETE, NULL,
     },
     [COMMAND_CANCEL] = {
-        "cancel", 0, 0, true, ARGUMENT_FORCE, JOB_VERB_CANCEL,
+        "cancel", 0, 0, true, ARGUMENT_FORCE, JOB_VERB_CANCEL, NULL,
     },
-    [COMMAND_PAUSE] = { "pause", 0, 0, true, ARGUMENT_NONE, JOB_VERB_PAUSE },
+    [COMMAND_PAUSE] = { "pause", 0, 0, true, ARGUMENT_NONE, JOB_VERB_PAUSE,
+        NULL },
     [COMMAND_RESUME] = {
-        "resume", 0, 0, true, ARGUMENT_NONE, JOB_VERB_RESUME,
+        "resume", 0, 0, true, ARGUMENT_NONE, JOB_VERB_RESUME, NULL,
     },
     [COMMAND_SET_SPEED] = {
-        "set-speed", 0, 0, true, ARGUMENT_SPEED, JOB_VERB_SET_SPEED,
+        "set-speed", 0, 0, true, ARGUMENT_SPEED, JOB_VERB_SET_SPEED, NULL,
     },
     [COMMAND_CHANGE] = {
         "change", KEY_BIT(COPY_MODE), 0, true, ARGUMENT_NONE,
-        JOB_VERB_CHANGE,
+        JOB_VERB_CHANGE, NULL,
     },
     [COMMAND_DISMISS] = {
-        "dismiss", 0, 0, true, ARGUMENT_NONE, JOB_VERB_DISMISS,
+        "dismiss", 0, 0, true, ARGUMENT_NONE, JOB_VERB_DISMISS, NULL,
     },
     [COMMAND_BITMAP_ADD] = {
         "bitmap-add", KEY_BIT(DISK) | KEY_BIT(NAME),
         KEY_BIT(GRANULARITY) | KEY_BIT(PERSISTENT) | KEY_BIT(DISABLED),
-        false, ARGUMENT_NONE, 0,
+        false, ARGUMENT_NONE, 0, NULL,
     },
     [COMMAND_BITMAP_REMOVE] = {
         "bitmap-remove", KEY_BIT(DISK) | KEY_BIT(NAME), 0,
-        false, ARGUMENT_NONE, 0,
+        false, ARGUMENT_NONE, 0, NULL,
     },
     [COMMAND_BITMAP_CLEAR] = {
         "bitmap-clear", KEY_BIT(DISK) | KEY_BIT(NAME), 0,
-        false, ARGUMENT_NONE, 0,
+        false, ARGUMENT_NONE, 0, NULL,
     },
     [COMMAND_BITMAP_ENABLE] = {
         "bitmap-enable", KEY_BIT(DISK) | KEY_BIT(NAME), 0,
-        false, ARGUMENT_NONE, 0,
+        false, ARGUMENT_NONE, 0, NULL,
     },
     [COMMAND_BITMAP_DISABLE] = {
         "bitmap-disable", KEY_BIT(DISK) | KEY_BIT(NAME), 0,
-        false, ARGUMENT_NONE, 0,
+        false, ARGUMENT_NONE, 0, NULL,
     },
     [COMMAND_BITMAP_MERGE] = {
         "bitmap-merge", KEY_BIT(DISK) | KEY_BIT(NAME) | KEY_BIT(FROM), 0,
-        false, ARGUMENT_NONE, 0,
+        false, ARGUMENT_NONE, 0, NULL,
     },
     [COMMAND_FLEECE] = {
         "fleece", KEY_BIT(ID) | KEY_BIT(DISK),
         KEY_BIT(NAME) | KEY_BIT(BITMAP) | KEY_BIT(STORE),
-        false, ARGUMENT_NONE, 0,
+        false, ARGUMENT_NONE, 0, NULL,
     },
 };
 
