@@ -61,10 +61,12 @@ BEGIN {
     order = "seqread seqwrite randread1 randread4 randwrite1 randwrite4 " \
             "bm_seqwrite_0 bm_seqwrite_1 bm_seqwrite_8 " \
             "bm_randwrite1_0 bm_randwrite1_1 bm_randwrite1_8 " \
-            "mirror stream commit_mid commit_active bigstream " \
+            "mirror stream commit_mid commit_active " \
+            "nbd_mirror nbd_mirror_lat bigstream " \
             "rss_seqread rss_seqwrite rss_randread1 rss_randread4 " \
             "rss_randwrite1 rss_randwrite4 rss_mirror rss_stream " \
-            "rss_commit_mid rss_commit_active rss_bigopen rss_bigstream"
+            "rss_commit_mid rss_commit_active rss_nbd_mirror " \
+            "rss_nbd_mirror_lat rss_bigopen rss_bigstream"
     label["seqread"] = "seq read 1M, 1 job (MiB/s)"
     label["seqwrite"] = "seq write 1M, 1 job (MiB/s)"
     label["randread1"] = "rand read 4K, 1 job (IOPS)"
@@ -88,12 +90,15 @@ BEGIN {
     label["stream"] = "stream, whole chain (s)"
     label["commit_mid"] = "commit mid into base, intermediate (s)"
     label["commit_active"] = "commit top+mid into base, active, until complete (s)"
+    label["nbd_mirror"] = "mirror sync=full to qemu-nbd (unix socket), until complete (s)"
+    label["nbd_mirror_lat"] = "mirror sync=full to NBD with 1 ms latency, until complete (s)"
     label["bigstream"] = "stream, sparse " big " chain (s)"
     label["rss_bigopen"] = "peak RSS: sparse " big " chain opened, 16 MiB read (MiB)"
     label["rss_bigstream"] = "peak RSS: sparse " big " chain streamed (MiB)"
     unit["seqread"] = unit["seqwrite"] = "MiB/s"
     unit["randread1"] = unit["randread4"] = unit["randwrite1"] = unit["randwrite4"] = "IOPS"
     unit["mirror"] = unit["stream"] = unit["commit_mid"] = unit["commit_active"] = unit["bigstream"] = "s"
+    unit["nbd_mirror"] = unit["nbd_mirror_lat"] = "s"
 }
 
 {
