@@ -16,7 +16,11 @@
  * read-modify-write, serialised among themselves).
  *
  * Dropped connections.  A request on a connection that dies fails with
- * EIO; the connection is marked dead and never used again.  The next
+ * EIO; the connection is marked dead and never used again.  So does a
+ * request without a reply within the request timeout (drivers/nbd.h):
+ * a server that hangs without closing the socket must not hold requests
+ * forever, so its connection is shut down, which fails every command
+ * still in flight on it.  The next
  * request reconnects: a few attempts with a short, growing delay, then
  * EIO; while the server stays away each later request makes one attempt
  * after the grown delay (at most NBD_RETRY_MAX_US), and the delay resets
@@ -37,9 +41,12 @@
 #include <pthread.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/block.h"
+#include "drivers/nbd.h"
 #include "drivers/nbd-uri.h"
 
 #ifndef ROUND_DOWN
@@ -56,6 +63,29 @@
 #define NBD_MAX_STATUS_REQUEST (1u << 30)
 #define NBD_MAX_PREFERRED_CLUSTER (64u * 1024)
 
+/* The request timeout (ms, 0: none); set at startup, read atomically. */
+static uint64_t nbd_request_timeout_ms = NBD_DEFAULT_REQUEST_TIMEOUT_MS;
+
+void nbd_set_request_timeout_ms(uint64_t timeout_ms)
+{
+    __atomic_store_n(&nbd_request_timeout_ms, timeout_ms, __ATOMIC_RELAXED);
+}
+
+static uint64_t request_timeout_ms(void)
+{
+    return __atomic_load_n(&nbd_request_timeout_ms, __ATOMIC_RELAXED);
+}
+
+/* A connection attempt's bound: the request timeout, at most
+ * NBD_CONNECT_TIMEOUT_MS. */
+static uint64_t connect_timeout_ms(void)
+{
+    uint64_t timeout = request_timeout_ms();
+
+    return timeout ? MIN(timeout, NBD_CONNECT_TIMEOUT_MS)
+                   : NBD_CONNECT_TIMEOUT_MS;
+}
+
 struct nbd_conn {
     struct nbd_handle *h;
     int wake_fd;                /* eventfd: a command queued, or stop */
@@ -66,7 +96,8 @@ struct nbd_conn {
     bool stop;                  /* atomic: the dispatcher must return */
 
     pthread_mutex_t lock;
-    pthread_cond_t cond;        /* a command completed, or dead */
+    pthread_cond_t cond;        /* a command completed, or dead
+                                   (CLOCK_MONOTONIC) */
 };
 
 struct nbd_export {
@@ -135,6 +166,19 @@ static void conn_wake(struct nbd_conn *conn)
     (void)!write(conn->wake_fd, &one, sizeof(one));
 }
 
+/* Drop a connection whose server stopped answering: shut the socket
+ * down, so that the dispatcher sees the end of the stream and libnbd
+ * fails every command in flight (their callbacks run with ENOTCONN). */
+static void conn_abort(struct nbd_conn *conn)
+{
+    conn_mark_dead(conn);
+    int fd = nbd_aio_get_fd(conn->h);
+    if (fd >= 0) {
+        (void)shutdown(fd, SHUT_RDWR);
+    }
+    conn_wake(conn);
+}
+
 /* Run the handle's state machine until stopped or the connection dies. */
 static void *conn_dispatch(void *opaque)
 {
@@ -179,7 +223,7 @@ static void *conn_dispatch(void *opaque)
     return NULL;
 }
 
-/* Connect h as uri says, within NBD_CONNECT_TIMEOUT_MS.  Errors: ENOENT
+/* Connect h as uri says, within connect_timeout_ms().  Errors: ENOENT
  * for a missing socket or export, EIO for anything else. */
 static bool handle_connect(struct nbd_handle *h, const struct nbd_uri *uri,
                            const char *name, GError **errp)
@@ -193,14 +237,14 @@ static bool handle_connect(struct nbd_handle *h, const struct nbd_uri *uri,
     ret = uri->transport == NBD_URI_UNIX
           ? nbd_aio_connect_unix(h, uri->socket)
           : nbd_aio_connect_tcp(h, uri->host, uri->port);
-    int64_t deadline = g_get_monotonic_time() +
-                       NBD_CONNECT_TIMEOUT_MS * 1000ll;
+    uint64_t timeout_ms = connect_timeout_ms();
+    int64_t deadline = g_get_monotonic_time() + (int64_t)timeout_ms * 1000;
     while (ret == 0 && nbd_aio_is_connecting(h)) {
         int64_t left = deadline - g_get_monotonic_time();
         if (left <= 0) {
             g_set_error(errp, CHAINFS_ERROR, EIO,
-                        "%s: cannot connect: timed out after %d ms", name,
-                        NBD_CONNECT_TIMEOUT_MS);
+                        "%s: cannot connect: timed out after %" PRIu64 " ms",
+                        name, timeout_ms);
             return false;
         }
         ret = nbd_poll(h, (int)MIN(left / 1000 + 1, 1000));
@@ -241,9 +285,13 @@ static struct nbd_conn *conn_open(const struct nbd_uri *uri, const char *name,
                                   GError **errp)
 {
     struct nbd_conn *conn = g_new0(struct nbd_conn, 1);
+    pthread_condattr_t attr;
 
     pthread_mutex_init(&conn->lock, NULL);
-    pthread_cond_init(&conn->cond, NULL);
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&conn->cond, &attr);
+    pthread_condattr_destroy(&attr);
     conn->refs = 1;
     conn->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     conn->h = nbd_create();
@@ -310,8 +358,15 @@ static int reconnect_locked(struct nbd_export *exp, unsigned slot)
      * a round has failed, one attempt per request, each after the grown
      * delay, so that I/O during an outage fails within a bounded time. */
     int tries = exp->retry_delay == 0 ? NBD_RECONNECT_TRIES : 1;
+    /* No new attempt once one connect timeout has passed: a server that
+     * accepts and then hangs costs one attempt, not several. */
+    int64_t round_end = g_get_monotonic_time() +
+                        (int64_t)connect_timeout_ms() * 1000;
 
-    for (int attempt = 0; attempt < tries; attempt++) {
+    for (int attempt = 0;
+         attempt < tries &&
+         (attempt == 0 || g_get_monotonic_time() < round_end);
+         attempt++) {
         int64_t now = g_get_monotonic_time();
         struct nbd_conn *old = exp->conns[slot];
 
@@ -472,12 +527,47 @@ static int64_t issue(struct nbd_conn *conn, enum nbd_op op, uint64_t offset,
     return -1;
 }
 
+/* Wait until every piece of req completed.  Past timeout_ms (0: never)
+ * the connection is aborted, which completes the rest with an error;
+ * returns whether that happened.  Called with conn->lock held. */
+static bool wait_pieces_locked(struct nbd_conn *conn, struct nbd_request *req,
+                               uint64_t timeout_ms)
+{
+    struct timespec deadline;
+    bool timed_out = false;
+
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (timeout_ms % 1000) * 1000000;
+    if (deadline.tv_nsec >= 1000000000) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000;
+    }
+    while (req->pending > 0) {
+        if (timeout_ms == 0 || timed_out) {
+            pthread_cond_wait(&conn->cond, &conn->lock);
+            continue;
+        }
+        if (pthread_cond_timedwait(&conn->cond, &conn->lock,
+                                   &deadline) == ETIMEDOUT &&
+            req->pending > 0) {
+            timed_out = true;
+            pthread_mutex_unlock(&conn->lock);
+            conn_abort(conn);
+            pthread_mutex_lock(&conn->lock);
+        }
+    }
+    return timed_out;
+}
+
 /* Run op over [offset, offset + len) on conn, split at piece_max, every
- * piece in flight at once; wait for all.  Returns 0 or a negative errno:
- * the server's, or EIO when the connection died. */
+ * piece in flight at once; wait for all, for at most the request timeout
+ * (*timed_out says whether it passed).  Returns 0 or a negative errno:
+ * the server's, or EIO when the connection died or timed out. */
 static int conn_run(struct nbd_conn *conn, enum nbd_op op, uint64_t offset,
                     uint64_t len, uint8_t *buf, uint32_t flags,
-                    uint64_t piece_max, struct nbd_request *req)
+                    uint64_t piece_max, struct nbd_request *req,
+                    bool *timed_out)
 {
     size_t n = op == NBD_OP_FLUSH ? 1 : (len + piece_max - 1) / piece_max;
     g_autofree struct nbd_piece *pieces = g_new0(struct nbd_piece, n);
@@ -509,11 +599,12 @@ static int conn_run(struct nbd_conn *conn, enum nbd_op op, uint64_t offset,
     conn_wake(conn);
 
     pthread_mutex_lock(&conn->lock);
-    while (req->pending > 0) {
-        pthread_cond_wait(&conn->cond, &conn->lock);
-    }
+    *timed_out = wait_pieces_locked(conn, req, request_timeout_ms());
     int error = req->error;
     pthread_mutex_unlock(&conn->lock);
+    if (*timed_out) {
+        return -EIO;
+    }
     if (error == 0) {
         return 0;
     }
@@ -538,11 +629,18 @@ static int export_run(struct nbd_export *exp, enum nbd_op op, uint64_t offset,
     if (ret < 0) {
         return ret;
     }
-    ret = conn_run(conn, op, offset, len, buf, flags, piece_max, req);
+    bool timed_out = false;
+    ret = conn_run(conn, op, offset, len, buf, flags, piece_max, req,
+                   &timed_out);
     if (ret == -EIO && conn_is_dead(conn)) {
         pthread_mutex_lock(&exp->lock);
         if (!exp->outage_logged) {
-            g_warning("%s: connection lost", exp->name);
+            if (timed_out) {
+                g_warning("%s: no reply within %" PRIu64 " ms: dropping "
+                          "the connection", exp->name, request_timeout_ms());
+            } else {
+                g_warning("%s: connection lost", exp->name);
+            }
             exp->outage_logged = true;
         }
         pthread_mutex_unlock(&exp->lock);

@@ -19,6 +19,7 @@
 #include "core/disk.h"
 #include "core/named-bitmap.h"
 #include "core/event-log.h"
+#include "drivers/nbd.h"
 #include "bitmaps-tree.h"
 #include "fs.h"
 #include "jobs-tree.h"
@@ -243,6 +244,7 @@ static int run(const struct options *opts)
     }
     /* An NBD server that hangs up must fail a request, not kill us. */
     signal(SIGPIPE, SIG_IGN);
+    nbd_set_request_timeout_ms(opts->nbd_timeout_ms);
     if (!open_disks(opts, fs, disks, &err)) {
         log_error("%s", err->message);
         goto out;

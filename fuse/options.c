@@ -8,11 +8,13 @@
 #include <unistd.h>
 
 #include "core/block.h"
+#include "drivers/nbd.h"
 #include "options.h"
 
 enum {
     OPT_ALLOW_DIR = 256,
     OPT_ALLOW_REMOTE,
+    OPT_NBD_TIMEOUT,
     OPT_THREADS,
     OPT_VERSION,
     OPT_HELP,
@@ -23,6 +25,7 @@ static const struct option long_options[] = {
     { "foreground", no_argument,       NULL, 'f' },
     { "allow-dir",  required_argument, NULL, OPT_ALLOW_DIR },
     { "allow-remote", no_argument,     NULL, OPT_ALLOW_REMOTE },
+    { "nbd-timeout", required_argument, NULL, OPT_NBD_TIMEOUT },
     { "threads",    required_argument, NULL, OPT_THREADS },
     { "version",    no_argument,       NULL, OPT_VERSION },
     { "help",       no_argument,       NULL, OPT_HELP },
@@ -52,6 +55,10 @@ void options_print_help(FILE *out)
 "      --allow-dir DIR    a directory where jobs may create or open files\n"
 "                         (repeatable; default: the disks' directories)\n"
 "      --allow-remote     accept NBD URIs for --disk and as job targets\n"
+"      --nbd-timeout SECONDS\n"
+"                         an NBD request without a reply by then fails\n"
+"                         with EIO and drops its connection (default 30;\n"
+"                         decimals allowed; 0: wait forever)\n"
 "      --threads N        worker threads (1-256; default: number of CPUs)\n"
 "      --version          print the version and exit\n"
 "  -h, --help             print this help and exit\n"
@@ -324,6 +331,27 @@ static bool parse_threads(struct options *opts, const char *arg,
     return true;
 }
 
+/* --nbd-timeout SECONDS: decimal seconds up to a day, 0 for none. */
+static bool parse_nbd_timeout(struct options *opts, const char *arg,
+                              GError **errp)
+{
+    char *end;
+    double seconds;
+
+    errno = 0;
+    seconds = g_ascii_strtod(arg, &end);
+    if (!(g_ascii_isdigit(arg[0]) || arg[0] == '.') || *end != '\0' ||
+        errno != 0 || !(seconds >= 0 && seconds <= OPTIONS_MAX_NBD_TIMEOUT) ||
+        (seconds > 0 && seconds < 0.001)) {
+        g_set_error(errp, CHAINFS_ERROR, EINVAL,
+                    "--nbd-timeout '%s': expected seconds from 0.001 to %d, "
+                    "or 0", arg, OPTIONS_MAX_NBD_TIMEOUT);
+        return false;
+    }
+    opts->nbd_timeout_ms = (uint64_t)(seconds * 1000 + 0.5);
+    return true;
+}
+
 static void add_fuse_options(struct options *opts, const char *arg)
 {
     if (arg[0] == '\0') {
@@ -381,6 +409,7 @@ static void options_init(struct options *opts)
     opts->disks = g_ptr_array_new_with_free_func(disk_spec_free);
     opts->allow_dirs = g_ptr_array_new_with_free_func(g_free);
     opts->threads = default_threads();
+    opts->nbd_timeout_ms = NBD_DEFAULT_REQUEST_TIMEOUT_MS;
 }
 
 void options_clear(struct options *opts)
@@ -433,6 +462,8 @@ static bool apply_option(struct options *opts, int c, int argc, char **argv,
     case OPT_ALLOW_REMOTE:
         opts->allow_remote = true;
         return true;
+    case OPT_NBD_TIMEOUT:
+        return parse_nbd_timeout(opts, optarg, errp);
     case OPT_THREADS:
         return parse_threads(opts, optarg, errp);
     case OPT_VERSION:

@@ -8,11 +8,14 @@
 #define CHAINFS_OPTIONS_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <glib.h>
 
 /* --threads accepts 1..OPTIONS_MAX_THREADS. */
 #define OPTIONS_MAX_THREADS 256
+/* --nbd-timeout accepts up to a day (seconds). */
+#define OPTIONS_MAX_NBD_TIMEOUT 86400
 
 /* One --disk NAME=FILE[,format=F][,read-only=on|off]. */
 struct disk_spec {
@@ -29,6 +32,7 @@ struct options {
     GPtrArray *allow_dirs;  /* char *, canonical absolute paths */
     bool allow_dirs_given;  /* --allow-dir was used (else the default) */
     bool allow_remote;      /* --allow-remote: NBD URIs are accepted */
+    uint64_t nbd_timeout_ms; /* --nbd-timeout: per NBD request; 0: none */
     unsigned threads;       /* 1..OPTIONS_MAX_THREADS */
     char *mountpoint;       /* as given */
     bool show_help;

@@ -209,7 +209,7 @@ bool mirror_target_open(struct block_node *source, const struct command *cmd,
         return false;
     }
     if (block_name_is_uri(cmd->target)) {
-        target->node = remote_target_open(source, cmd, "mirror", errp);
+        target->node = remote_target_open(source, cmd, VERB(cmd), errp);
         if (!target->node) {
             return false;
         }

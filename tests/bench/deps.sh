@@ -1,10 +1,11 @@
 #!/bin/bash
 # Installs what the benchmark needs beyond scripts/deps.sh: qemu-storage-daemon
-# (in qemu-system-common), socat (to talk QMP), fio, and the profilers.
+# (in qemu-system-common), socat (to talk QMP), fio, nbdkit (the nbd rows),
+# and the profilers.
 # Only missing packages are installed; apt-get update runs only if needed.
 set -euo pipefail
 
-want=(qemu-system-common socat fio qemu-utils meson ninja-build gcc pkg-config
+want=(qemu-system-common socat fio qemu-utils nbdkit meson ninja-build gcc pkg-config
       libfuse3-dev fuse3 libglib2.0-dev zlib1g-dev)
 missing=()
 for p in "${want[@]}"; do

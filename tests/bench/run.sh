@@ -7,8 +7,8 @@
 #   BENCH_SIZE     virtual size of the chain [1G]
 #   RUNS           runs per metric, the table shows the median [3]
 #   BENCH_RUNTIME  seconds per fio job [5]
-#   BENCH_SECTIONS which parts to run: any of "io bitmaps jobs backup big"
-#                  [io bitmaps jobs backup big]
+#   BENCH_SECTIONS which parts to run: any of "io bitmaps jobs backup nbd
+#                  big" [io bitmaps jobs backup nbd big]
 #   BENCH_BIG_SIZE virtual size of the sparse chain for the RSS rows [1T]
 #   BENCH_DIR      scratch directory, needs ~3x BENCH_SIZE free [/var/tmp/chainfs-bench]
 #   BENCH_DROP_CACHES=1  drop the page cache before each measurement [0]
@@ -24,7 +24,7 @@ SRC=$(cd "$HERE/../.." && pwd)
 SIZE_ARG=${BENCH_SIZE:-1G}
 RUNS=${RUNS:-3}
 RUNTIME=${BENCH_RUNTIME:-5}
-SECTIONS=${BENCH_SECTIONS:-io bitmaps jobs backup big}
+SECTIONS=${BENCH_SECTIONS:-io bitmaps jobs backup nbd big}
 BIG_ARG=${BENCH_BIG_SIZE:-1T}
 WORK=${BENCH_DIR:-/var/tmp/chainfs-bench}
 QSD=${QSD:-qemu-storage-daemon}
@@ -43,6 +43,11 @@ die() { log "error: $*"; exit 1; }
 for tool in qemu-img qemu-io fio socat fusermount3 "$QSD" cc; do
     command -v "$tool" >/dev/null || die "$tool not found (run tests/bench/deps.sh)"
 done
+if [[ " $SECTIONS " == *" nbd "* ]]; then
+    for tool in qemu-nbd nbdkit; do
+        command -v "$tool" >/dev/null || die "$tool not found (run tests/bench/deps.sh)"
+    done
+fi
 
 if [[ -z ${CHAINFS:-} ]]; then
     log "building chainfs (meson buildtype=release in build-bench/)"
@@ -65,6 +70,7 @@ cc -O2 -Wall -Wextra -o "$GEN" "$HERE/gen-extents.c"
 
 DPID=
 QMP_PID=
+NBD_PID=
 
 # Stops whatever this script started, by PID, and unmounts its mounts.
 cleanup()
@@ -76,6 +82,10 @@ cleanup()
     if [[ -n $DPID ]]; then
         kill -TERM "$DPID" 2>/dev/null || true
         wait "$DPID" 2>/dev/null || true
+    fi
+    if [[ -n $NBD_PID ]]; then
+        kill -TERM "$NBD_PID" 2>/dev/null || true
+        wait "$NBD_PID" 2>/dev/null || true
     fi
     if [[ -d $RUN_DIR ]]; then
         for m in $(awk -v d="$RUN_DIR/" 'index($2, d) == 1 { print $2 }' /proc/self/mounts); do
@@ -188,10 +198,13 @@ layers()
 # as a raw file).  stop_daemon reads VmHWM (peak RSS, KiB) into HWM just
 # before stopping it.
 
+# CHAINFS_ARGS: more options for chainfs (the nbd rows: --allow-remote).
+CHAINFS_ARGS=
 start_chainfs()
 {
     mkdir -p "$D/mnt"
-    "$CHAINFS" -f -d "vm=$D/top.qcow2" "$D/mnt" 2>>"$D/daemon.log" &
+    # shellcheck disable=SC2086 # CHAINFS_ARGS is a list of options
+    "$CHAINFS" -f $CHAINFS_ARGS -d "vm=$D/top.qcow2" "$D/mnt" 2>>"$D/daemon.log" &
     DPID=$!
     FILE=$D/mnt/vm
     wait_for "the chainfs mount" is_mounted "$D/mnt"
@@ -476,6 +489,8 @@ job_chainfs()
     local job=$1 t0 t1 id cmd ready=0 res
     case $job in
     mirror) id=m1; ready=1; cmd="mirror id=m1 disk=vm target=$D/target.qcow2" ;;
+    nbd_mirror*) id=m1; ready=1
+        cmd="mirror id=m1 disk=vm target=nbd+unix:///?socket=$NBD_SOCK mode=existing" ;;
     stream|bigstream) id=s1; cmd="stream id=s1 disk=vm" ;;
     commit_mid) id=c1; cmd="commit id=c1 disk=vm top=$D/mid.qcow2 base=$D/base.qcow2" ;;
     commit_active) id=c2; ready=1; cmd="commit id=c2 disk=vm base=$D/base.qcow2" ;;
@@ -510,6 +525,13 @@ job_qsd()
         cmd='"execute":"block-commit","arguments":{"job-id":"c2","device":"top","base-node":"base","auto-dismiss":false}' ;;
     esac
     t0=$(now_ns)
+    if [[ $job == nbd_mirror* ]]; then
+        # Connecting is part of the job, as for chainfs.
+        id=m1; ready=1
+        cmd='"execute":"blockdev-mirror","arguments":{"job-id":"m1","device":"top","target":"nbd-target","sync":"full","auto-dismiss":false}'
+        qmp '{"execute":"blockdev-add","arguments":{"driver":"nbd","node-name":"nbd-target","server":{"type":"unix","path":"'$NBD_SOCK'"}}}' \
+            >/dev/null || die "qemu-storage-daemon refused blockdev-add nbd"
+    fi
     qmp "{$cmd}" >/dev/null || die "qemu-storage-daemon refused $job"
     if ((ready)); then
         wait_for "qsd $job ready" qmp_job_is "$id" ready
@@ -675,6 +697,69 @@ backup_one()
     else
         record backup_iops "$who" "$v"
     fi
+# ---- NBD rows ------------------------------------------------------------
+
+# A mirror sync=full of the main chain to an NBD export on a Unix socket,
+# until complete (as the mirror job row), the same server for both
+# daemons, started on a fresh target before the daemon:
+#   nbd_mirror:     qemu-nbd -t -f qcow2 on an empty qcow2 of the disk's
+#                   size
+#   nbd_mirror_lat: nbdkit's file plugin on an empty raw file, behind the
+#                   delay filter (1 ms per read, write and write-zeroes):
+#                   a remote server, where the requests in flight count.
+NBD_ROWS=(nbd_mirror nbd_mirror_lat)
+NBD_SOCK=
+
+# nbd_server_start ROW: start ROW's server on $D/nbd.sock; sets NBD_PID.
+nbd_server_start()
+{
+    NBD_SOCK=$D/nbd.sock
+    rm -f "$NBD_SOCK"
+    if [[ $1 == nbd_mirror ]]; then
+        qemu-img create -q -f qcow2 "$D/target.qcow2" "$SIZE"
+        qemu-nbd -t -k "$NBD_SOCK" -f qcow2 "$D/target.qcow2" \
+            >>"$D/nbd.log" 2>&1 &
+    else
+        truncate -s "$SIZE" "$D/target.raw"
+        nbdkit -f -U "$NBD_SOCK" --filter=delay file "$D/target.raw" \
+            delay-read=1ms delay-write=1ms delay-zero=1ms >>"$D/nbd.log" 2>&1 &
+    fi
+    NBD_PID=$!
+    wait_for "the NBD socket" test -S "$NBD_SOCK"
+}
+
+# nbd_server_stop: SIGTERM (qemu-nbd flushes its image) and wait.
+nbd_server_stop()
+{
+    kill -TERM "$NBD_PID"
+    wait "$NBD_PID" || true
+    NBD_PID=
+}
+
+nbd_one()
+{
+    local who=$1 row=$2
+    JOB_NA= JOB_TIME=
+    fresh main
+    drop_caches
+    nbd_server_start "$row"
+    CHAINFS_ARGS=--allow-remote QSD_WRITABLE=off "start_$who"
+    "job_$who" "$row"
+    stop_daemon
+    nbd_server_stop
+    if [[ -n $JOB_NA ]]; then
+        log "chainfs $row: n/a: $JOB_NA"
+        na "$row" "$who" "$JOB_NA"
+        na "rss_$row" "$who" "$JOB_NA"
+        return
+    fi
+    if [[ $row == nbd_mirror ]]; then
+        qemu-img compare -q -f qcow2 -F raw "$D/target.qcow2" "$WORK/chain-main/guest.raw"
+    else
+        qemu-img compare -q -f raw -F raw "$D/target.raw" "$WORK/chain-main/guest.raw"
+    fi || die "$row ($who): the export differs from the original guest view"
+    record "$row" "$who" "$(awk -v u="$JOB_TIME" 'BEGIN { printf "%.3f", u / 1e6 }')"
+    record "rss_$row" "$who" "$HWM"
 }
 
 # ---- the sparse 1 TiB chain ----------------------------------------------
@@ -761,6 +846,14 @@ for ((run = 1; run <= RUNS; run++)); do
             for who in "${order[@]}"; do
                 log "run $run/$RUNS: backup ($what) on $who"
                 backup_one "$who" "$what"
+            done
+        done
+    fi
+    if want nbd; then
+        for row in "${NBD_ROWS[@]}"; do
+            for who in "${order[@]}"; do
+                log "run $run/$RUNS: $row on $who"
+                nbd_one "$who" "$row"
             done
         done
     fi

@@ -62,10 +62,11 @@ BEGIN {
             "bm_seqwrite_0 bm_seqwrite_1 bm_seqwrite_8 " \
             "bm_randwrite1_0 bm_randwrite1_1 bm_randwrite1_8 " \
             "mirror stream commit_mid commit_active backup backup_iops " \
-            "bigstream " \
+            "nbd_mirror nbd_mirror_lat bigstream " \
             "rss_seqread rss_seqwrite rss_randread1 rss_randread4 " \
             "rss_randwrite1 rss_randwrite4 rss_mirror rss_stream " \
-            "rss_commit_mid rss_commit_active rss_backup rss_bigopen " \
+            "rss_commit_mid rss_commit_active rss_backup " \
+            "rss_nbd_mirror rss_nbd_mirror_lat rss_bigopen " \
             "rss_bigstream"
     label["seqread"] = "seq read 1M, 1 job (MiB/s)"
     label["seqwrite"] = "seq write 1M, 1 job (MiB/s)"
@@ -92,6 +93,8 @@ BEGIN {
     label["commit_active"] = "commit top+mid into base, active, until complete (s)"
     label["backup"] = "backup sync=full to new qcow2, until concluded (s)"
     label["backup_iops"] = "rand write 4K, 1 job, during a backup at 4 MiB/s (IOPS)"
+    label["nbd_mirror"] = "mirror sync=full to qemu-nbd (unix socket), until complete (s)"
+    label["nbd_mirror_lat"] = "mirror sync=full to NBD with 1 ms latency, until complete (s)"
     label["bigstream"] = "stream, sparse " big " chain (s)"
     label["rss_bigopen"] = "peak RSS: sparse " big " chain opened, 16 MiB read (MiB)"
     label["rss_bigstream"] = "peak RSS: sparse " big " chain streamed (MiB)"
@@ -100,6 +103,7 @@ BEGIN {
     unit["backup_iops"] = "IOPS"
     unit["backup"] = "s"
     unit["mirror"] = unit["stream"] = unit["commit_mid"] = unit["commit_active"] = unit["bigstream"] = "s"
+    unit["nbd_mirror"] = unit["nbd_mirror_lat"] = "s"
 }
 
 {

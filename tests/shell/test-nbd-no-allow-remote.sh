@@ -21,5 +21,7 @@ ctl_error EACCES "mirror: target .*: remote targets need --allow-remote" \
     mnt/.jobs/ctl mirror id=m1 disk=vm "target=$uri" mode=existing
 ctl_error EACCES "remote targets need --allow-remote" \
     mnt/.jobs/ctl mirror id=m1 disk=vm target=nbds://localhost/x mode=existing
+ctl_error EACCES "backup: target .*: remote targets need --allow-remote" \
+    mnt/.jobs/ctl backup id=b1 disk=vm "target=$uri" mode=existing
 stop_chainfs mnt
 ! grep -q connect nbd.log 2>/dev/null || fail "chainfs connected: $(cat nbd.log)"

@@ -4,7 +4,8 @@
 # vsock (ENOTSUP), modes, formats and sync modes an export cannot take,
 # an export smaller than the disk (EINVAL naming both sizes), a missing
 # socket or export (ENOENT), a socket outside the allowed directories
-# (EACCES), and a server that is not there (EIO).  Then a larger export
+# (EACCES), and a server that is not there (EIO); backup's refusals
+# likewise.  Then a larger export
 # is accepted and used up to the disk's size.
 source "$(dirname "$0")/functions.sh"
 source "$srcdir/tests/shell/ctl-functions.sh"
@@ -39,10 +40,18 @@ ctl_error EINVAL "needs mode=existing" $ctl mirror id=m1 disk=vm "target=$uri"
 ctl_error EINVAL "format: 'qcow2' is not possible" $ctl $m format=qcow2 "target=$uri"
 ctl_error ENOTSUP "sync=top: an NBD export has no backing file" $ctl $m sync=top "target=$uri"
 ctl_error ENOTSUP "sync=none" $ctl $m sync=none "target=$uri"
+# backup: the same rules, its own verb in the messages.
+b="backup id=b1 disk=vm mode=existing"
+ctl_error EINVAL "backup: target .*: an NBD export needs mode=existing" $ctl backup id=b1 disk=vm "target=$uri"
+ctl_error EINVAL "backup: target .*: an NBD export needs mode=existing" $ctl backup id=b1 disk=vm mode=absolute-paths "target=$uri"
+ctl_error EINVAL "backup: format: 'qcow2' is not possible" $ctl $b format=qcow2 "target=$uri"
+ctl_error ENOTSUP "backup: sync=top: an NBD export has no backing file" $ctl $b sync=top "target=$uri"
+[[ ! -e mnt/.jobs/b1 ]] || fail "a refused backup left a job"
 stop_server "$nbd_pid"
 
 start_nbdkit "$sock" memory 4M
 ctl_error EINVAL "target nbd.*s.sock is 4194304 bytes, smaller than the disk \(8388608 bytes\)" $ctl $m "target=$uri"
+ctl_error EINVAL "backup: target nbd.*s.sock is 4194304 bytes, smaller than the disk \(8388608 bytes\)" $ctl $b "target=$uri"
 stop_server "$nbd_pid"
 
 # The socket file is left, nobody listens: connection refused.

@@ -10,6 +10,7 @@
 #include <glib.h>
 #include <glib/gstdio.h>
 
+#include "drivers/nbd.h"
 #include "options.h"
 
 /* Parse a NULL-terminated argument list (argv[0] is added). */
@@ -273,6 +274,42 @@ static void test_threads(void **state)
                  "--threads", "99999999999999999999999", "/m", NULL);
 }
 
+static void test_nbd_timeout(void **state)
+{
+    g_autoptr(GError) err = NULL;
+    struct options opts;
+
+    (void)state;
+    assert_true(parse(&opts, &err, "-d", "a=b", "/m", NULL));
+    assert_int_equal(opts.nbd_timeout_ms, NBD_DEFAULT_REQUEST_TIMEOUT_MS);
+    options_clear(&opts);
+    assert_true(parse(&opts, &err, "-d", "a=b", "--nbd-timeout", "0.5", "/m",
+                      NULL));
+    assert_int_equal(opts.nbd_timeout_ms, 500);
+    options_clear(&opts);
+    assert_true(parse(&opts, &err, "-d", "a=b", "--nbd-timeout=0", "/m",
+                      NULL));
+    assert_int_equal(opts.nbd_timeout_ms, 0);
+    options_clear(&opts);
+    assert_true(parse(&opts, &err, "-d", "a=b", "--nbd-timeout", "86400",
+                      "/m", NULL));
+    assert_int_equal(opts.nbd_timeout_ms, 86400000);
+    options_clear(&opts);
+
+    expect_error(EINVAL, "--nbd-timeout '86401'", "-d", "a=b",
+                 "--nbd-timeout", "86401", "/m", NULL);
+    expect_error(EINVAL, "--nbd-timeout '-1'", "-d", "a=b",
+                 "--nbd-timeout", "-1", "/m", NULL);
+    expect_error(EINVAL, "--nbd-timeout '1s'", "-d", "a=b",
+                 "--nbd-timeout", "1s", "/m", NULL);
+    expect_error(EINVAL, "--nbd-timeout 'nan'", "-d", "a=b",
+                 "--nbd-timeout", "nan", "/m", NULL);
+    expect_error(EINVAL, "--nbd-timeout '0.0001'", "-d", "a=b",
+                 "--nbd-timeout", "0.0001", "/m", NULL);
+    expect_error(EINVAL, "--nbd-timeout ''", "-d", "a=b",
+                 "--nbd-timeout", "", "/m", NULL);
+}
+
 static void test_allow_dir(void **state)
 {
     g_autoptr(GError) err = NULL;
@@ -398,7 +435,8 @@ static void test_help_text(void **state)
     options_print_help(out);
     fclose(out);
     for (const char *word = "--disk\0--foreground\0-o OPT\0--allow-dir\0"
-                            "--threads\0--version\0--help\0MOUNTPOINT\0";
+                            "--threads\0--nbd-timeout\0--version\0--help\0"
+                            "MOUNTPOINT\0";
          *word; word += strlen(word) + 1) {
         assert_non_null(strstr(text, word));
     }
@@ -417,6 +455,7 @@ int main(void)
         cmocka_unit_test(test_duplicate_names),
         cmocka_unit_test(test_suboptions),
         cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_nbd_timeout),
         cmocka_unit_test(test_allow_dir),
         cmocka_unit_test(test_default_allow_dirs),
         cmocka_unit_test(test_arguments),
