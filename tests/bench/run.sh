@@ -697,6 +697,8 @@ backup_one()
     else
         record backup_iops "$who" "$v"
     fi
+}
+
 # ---- NBD rows ------------------------------------------------------------
 
 # A mirror sync=full of the main chain to an NBD export on a Unix socket,
