@@ -52,6 +52,12 @@ struct chainfs_fs {
     struct timespec mount_time;
     char *statfs_path;          /* a directory on the top images' fs */
     unsigned max_read;          /* the max_read mount option, or 0 */
+
+    /* Every open file, so that those still open when the session ends
+     * (a client holding the disk at SIGTERM: no release will come) are
+     * freed with the file system. */
+    pthread_mutex_t open_files_lock;
+    GQueue open_files;          /* struct open_file, by open_link */
 };
 
 /* What fi->fh points to while a file is open. */
@@ -63,6 +69,7 @@ struct open_file {
     /* Command files: the file position after the last write, where the
      * reply starts for a reader that goes on reading from there. */
     uint64_t reply_start;
+    GList open_link;            /* in chainfs_fs.open_files */
 };
 
 static struct chainfs_fs *req_fs(fuse_req_t req)
@@ -73,6 +80,35 @@ static struct chainfs_fs *req_fs(fuse_req_t req)
 static struct open_file *open_file_of(struct fuse_file_info *fi)
 {
     return (struct open_file *)(uintptr_t)fi->fh;
+}
+
+static struct open_file *open_file_new(struct chainfs_fs *fs,
+                                       struct tree_node *node)
+{
+    struct open_file *file = g_new0(struct open_file, 1);
+
+    file->node = node;
+    file->open_link.data = file;
+    pthread_mutex_init(&file->lock, NULL);
+    pthread_mutex_lock(&fs->open_files_lock);
+    g_queue_push_tail_link(&fs->open_files, &file->open_link);
+    pthread_mutex_unlock(&fs->open_files_lock);
+    return file;
+}
+
+static void open_file_destroy(struct open_file *file)
+{
+    pthread_mutex_destroy(&file->lock);
+    g_free(file->content);
+    g_free(file);
+}
+
+static void open_file_free(struct chainfs_fs *fs, struct open_file *file)
+{
+    pthread_mutex_lock(&fs->open_files_lock);
+    g_queue_unlink(&fs->open_files, &file->open_link);
+    pthread_mutex_unlock(&fs->open_files_lock);
+    open_file_destroy(file);
 }
 
 /* ---- building the tree ---- */
@@ -91,6 +127,8 @@ struct chainfs_fs *fs_new(void)
     struct chainfs_fs *fs = g_new0(struct chainfs_fs, 1);
 
     fs->tree = tree_new();
+    pthread_mutex_init(&fs->open_files_lock, NULL);
+    g_queue_init(&fs->open_files);
     fs->disk_files = g_ptr_array_new_with_free_func(
         (GDestroyNotify)disk_file_free);
     fs->uid = getuid();
@@ -130,6 +168,12 @@ bool fs_add_disk(struct chainfs_fs *fs, struct disk *disk)
 void fs_free(struct chainfs_fs *fs)
 {
     if (fs) {
+        GList *link;
+
+        while ((link = g_queue_pop_head_link(&fs->open_files))) {
+            open_file_destroy(link->data);
+        }
+        pthread_mutex_destroy(&fs->open_files_lock);
         tree_free(fs->tree);
         g_ptr_array_unref(fs->disk_files);
         g_free(fs->statfs_path);
@@ -391,22 +435,6 @@ static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
     g_free(listing.buf);
 }
 
-static struct open_file *open_file_new(struct tree_node *node)
-{
-    struct open_file *file = g_new0(struct open_file, 1);
-
-    file->node = node;
-    pthread_mutex_init(&file->lock, NULL);
-    return file;
-}
-
-static void open_file_free(struct open_file *file)
-{
-    pthread_mutex_destroy(&file->lock);
-    g_free(file->content);
-    g_free(file);
-}
-
 /* Replace a text file's content (takes ownership); requires file->lock. */
 static void set_content_locked(struct open_file *file, char *content)
 {
@@ -433,7 +461,7 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
             fuse_reply_err(req, EROFS);
             return;
         }
-        file = open_file_new(node);
+        file = open_file_new(req_fs(req), node);
         /* O_TRUNC is ignored: the size is fixed, as a block device's. */
         fi->keep_cache = 1;
         break;
@@ -441,7 +469,7 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         /* A writable open is what fallocate(PUNCH_HOLE) needs (the kernel
          * grants it by the mode); writes fail.  Pages cached from another
          * open may predate a discard or a failed copy: not kept. */
-        file = open_file_new(node);
+        file = open_file_new(req_fs(req), node);
         break;
     case TREE_NODE_TEXT:
     default:
@@ -456,7 +484,7 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
                 return;
             }
         }
-        file = open_file_new(node);
+        file = open_file_new(req_fs(req), node);
         if (node->text_ops->render) {
             set_content_locked(file, node->text_ops->render(node));
         }
@@ -467,7 +495,7 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     fi->fh = (uintptr_t)file;
     if (fuse_reply_open(req, fi) == -ENOENT) {
         /* The open was interrupted: no release will follow. */
-        open_file_free(file);
+        open_file_free(req_fs(req), file);
     }
 }
 
@@ -477,7 +505,7 @@ static void fs_release(fuse_req_t req, fuse_ino_t ino,
     struct open_file *file = open_file_of(fi);
 
     (void)ino;
-    open_file_free(file);
+    open_file_free(req_fs(req), file);
     fuse_reply_err(req, 0);
 }
 
