@@ -213,7 +213,7 @@ njob=0
 declare -A cj_id=() cj_kind=() cj_plan=() cj_chain0=() cj_expect=() cj_target=()
 declare -A cj_deadline=() cj_cancelled=()
 declare -A bj_id=() bj_target=() bj_kind=() bj_cancelled=() bj_deadline=()
-declare -A fj_id=() fj_bitmap=() fj_deadline=()
+declare -A fj_id=() fj_bitmap=() fj_deadline=() fj_chunk=()
 declare -A bchain=()        # D -> the last target of D's backup chain ("": none)
 declare -A bchain_files=()  # D -> the files of that chain
 declare -A images=()        # D -> every image made for D's chain (checked at the end)
@@ -646,6 +646,12 @@ start_fleece()
     fi
     resume_writer "$d"
     fj_id[$d]=$id fj_deadline[$d]=$((SECONDS + 2 + RANDOM % 8))
+    # The view's granularity: the active layer's cluster size, clamped to
+    # 4K..64K.
+    fj_chunk[$d]=$(qemu-img info -U --output=json "$(layer_at "$d" 0)" |
+        sed -n 's/^ *"cluster-size": \([0-9]*\).*/\1/p')
+    ((fj_chunk[$d] >= 4096)) || fj_chunk[$d]=4096
+    ((fj_chunk[$d] <= 65536)) || fj_chunk[$d]=65536
     assert_eq "$(stat -c '%a %s' "$mnt/d$d@$id")" "400 $size" "mode and size of d$d@$id"
 }
 
@@ -658,17 +664,23 @@ check_fleece()
     say "d$d: d$d@$id reads as its instant"
 }
 
-# punch_fleece D: a punched range of the view reads as zeros from then on.
+# punch_fleece D: the whole chunks in a punched range of the view read as
+# zeros from then on; the partial ones at either end stay.
 punch_fleece()
 {
-    local d=$1 id=${fj_id[$1]} off len
+    local d=$1 id=${fj_id[$1]} off len chunk=${fj_chunk[$1]} first end
     off=$((RANDOM * 512 % size + RANDOM % 512))
     len=$((1 + RANDOM * 8 % (size - off)))
     fallocate -p -o "$off" -l "$len" "$mnt/d$d@$id" ||
         fail "punch [$off, +$len) of d$d@$id"
-    head -c "$len" /dev/zero | dd of="$id.instant" bs=64K seek="$off" oflag=seek_bytes \
-        iflag=fullblock conv=notrunc status=none || fail "zeroing $id.instant"
-    say "d$d: punch d$d@$id [$off, +$len)"
+    first=$(((off + chunk - 1) / chunk * chunk))
+    end=$(((off + len) / chunk * chunk))
+    if ((end > first)); then
+        head -c $((end - first)) /dev/zero |
+            dd of="$id.instant" bs=64K seek="$first" oflag=seek_bytes \
+               iflag=fullblock conv=notrunc status=none || fail "zeroing $id.instant"
+    fi
+    say "d$d: punch d$d@$id [$off, +$len): chunks of $chunk in [$first, $end)"
 }
 
 end_fleece()
