@@ -511,5 +511,9 @@ int main(int argc, char **argv)
     close(fd);
     free(buf);
     free(model);
+    free(model_path);
+    free(instant_path);
+    free(paused_path);
+    free(log_path);
     return 0;
 }
