@@ -13,6 +13,8 @@
 
 /* --threads accepts 1..OPTIONS_MAX_THREADS. */
 #define OPTIONS_MAX_THREADS 256
+/* --max-chain-depth accepts 1..OPTIONS_MAX_CHAIN_DEPTH. */
+#define OPTIONS_MAX_CHAIN_DEPTH (1 << 20)
 
 /* One --disk NAME=FILE[,format=F][,read-only=on|off]. */
 struct disk_spec {
@@ -30,6 +32,7 @@ struct options {
     bool allow_dirs_given;  /* --allow-dir was used (else the default) */
     bool allow_remote;      /* --allow-remote: NBD URIs are accepted */
     unsigned threads;       /* 1..OPTIONS_MAX_THREADS */
+    unsigned max_chain_depth; /* layers per chain (CHAIN_DEFAULT_MAX_DEPTH) */
     char *mountpoint;       /* as given */
     bool show_help;
     bool show_version;
