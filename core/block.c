@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "block.h"
+#include "layer-map.h"
 
 G_DEFINE_QUARK(chainfs-error-quark, chainfs_error)
 
@@ -170,7 +171,7 @@ static int chain_find_owner(struct block_node *node, uint64_t offset,
             break;
         }
         uint64_t n;
-        int status = node->driver->block_status(node, offset, len, &n);
+        int status = layer_status(node, offset, len, &n);
         if (status < 0) {
             return status;
         }
@@ -253,6 +254,12 @@ int block_node_map(struct block_node *node, uint64_t offset, uint64_t len,
             break;              /* past a shorter backing file: zeros */
         }
         len = MIN(len, node->size - offset);
+        uint64_t skip;
+        if (layer_map_unallocated(node, offset, len, &skip)) {
+            len = skip;         /* decided below, without a driver call */
+            node = node->backing;
+            continue;
+        }
         if (!node->driver->map) {
             return -ENOTSUP;
         }
@@ -296,9 +303,8 @@ int block_chain_status(struct block_node *node, uint64_t offset,
             break;
         }
         uint64_t n;
-        int flags = node->driver->block_status(node, offset,
-                                               MIN(run, node->size - offset),
-                                               &n);
+        int flags = layer_status(node, offset, MIN(run, node->size - offset),
+                                 &n);
         if (flags < 0) {
             return flags;
         }

@@ -235,6 +235,9 @@ struct block_node {
 
     struct block_node *backing; /* next layer down, or NULL; owned */
     unsigned depth;             /* 0 for the top of a chain */
+
+    /* What a read-only backing layer allocates (layer-map.h), or NULL. */
+    struct layer_map *layer_map;
 };
 
 /* The drivers the core knows, NULL-terminated; probing tries them in

@@ -21,6 +21,7 @@
 
 #include "chain.h"
 #include "image-lock.h"
+#include "layer-map.h"
 
 /* Probing looks at no more than this: every format's magic fits. */
 #define PROBE_BYTES 512
@@ -114,6 +115,7 @@ static int open_image_file(const char *filename, bool read_only,
 /* Free a node whose driver is not (or no longer) open. */
 static void block_node_free(struct block_node *node)
 {
+    layer_map_clear(node);
     if (node->fd >= 0) {
         close(node->fd);
     }
@@ -287,6 +289,8 @@ static bool replace_fd(struct block_node *node, int fd, GError **errp)
 
 static bool reopen_read_write(struct block_node *node, GError **errp)
 {
+    /* Its allocation will change: the map of the read-only layer goes. */
+    layer_map_clear(node);
     int ret = unlock_unshared_bytes(node->fd);
     if (ret < 0) {
         g_set_error(errp, CHAINFS_ERROR, -ret, "%s: cannot unlock: %s",
@@ -356,9 +360,8 @@ int chain_is_allocated_above(struct block_node *top, struct block_node *base,
             return 1;
         }
         uint64_t n;
-        int status = node->driver->block_status(node, offset,
-                                                MIN(len, node->size - offset),
-                                                &n);
+        int status = layer_status(node, offset,
+                                  MIN(len, node->size - offset), &n);
         if (status < 0) {
             return status;
         }
