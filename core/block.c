@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "block.h"
+#include "layer-map.h"
 
 G_DEFINE_QUARK(chainfs-error-quark, chainfs_error)
 
@@ -146,23 +147,79 @@ bool block_create_durable(const struct block_driver *drv,
     return true;
 }
 
-int block_node_read_backing(struct block_node *node, uint64_t offset,
-                            uint64_t len, void *buf)
+/* The layer of the chain from node down that decides the run at offset:
+ * *owner is that layer (NULL: no layer does, the run reads as zeros) and
+ * *run the length, at most len, over which the answer holds.  *flags gets
+ * the owner's status (BLOCK_STATUS_ZERO: it reads as zeros).  One status
+ * call per layer above the owner, each bounded by the run found so far, as
+ * block_chain_status walks; the bottom layer is asked nothing, as nothing
+ * lies below it to fall through to. */
+static int chain_find_owner(struct block_node *node, uint64_t offset,
+                            uint64_t len, struct block_node **owner,
+                            uint64_t *run, int *flags)
 {
-    struct block_node *backing = node->backing;
-    uint64_t backed = 0;
+    *owner = NULL;
+    *flags = BLOCK_STATUS_ZERO;
+    for (; node; node = node->backing) {
+        if (offset >= node->size) {
+            break;              /* past a shorter layer: zeros */
+        }
+        len = MIN(len, node->size - offset);
+        if (!node->backing) {
+            *owner = node;
+            *flags = 0;
+            break;
+        }
+        uint64_t n;
+        int status = layer_status(node, offset, len, &n);
+        if (status < 0) {
+            return status;
+        }
+        len = MIN(len, MAX(n, 1));
+        if (status & BLOCK_STATUS_ALLOCATED) {
+            *owner = node;
+            *flags = status;
+            break;
+        }
+    }
+    *run = len;
+    return 0;
+}
 
-    if (backing && offset < backing->size) {
-        backed = MIN(len, backing->size - offset);
-        int ret = backing->driver->read(backing, offset, backed, buf);
+int block_chain_read(struct block_node *node, uint64_t offset, uint64_t len,
+                     void *buf)
+{
+    uint8_t *p = buf;
+
+    while (len > 0) {
+        struct block_node *owner;
+        uint64_t run;
+        int flags;
+        int ret = chain_find_owner(node, offset, len, &owner, &run, &flags);
         if (ret < 0) {
             return ret;
         }
-    }
-    if (backed < len) {
-        memset((uint8_t *)buf + backed, 0, len - backed);
+        if (!owner || (flags & BLOCK_STATUS_ZERO)) {
+            memset(p, 0, run);
+        } else {
+            /* The owner allocates the whole run: its driver reads it
+             * without falling through to its backing chain. */
+            ret = owner->driver->read(owner, offset, run, p);
+            if (ret < 0) {
+                return ret;
+            }
+        }
+        p += run;
+        offset += run;
+        len -= run;
     }
     return 0;
+}
+
+int block_node_read_backing(struct block_node *node, uint64_t offset,
+                            uint64_t len, void *buf)
+{
+    return block_chain_read(node->backing, offset, len, buf);
 }
 
 /* A HOST extent past the end of its file reads as zeros (qcow2: the tail
@@ -197,6 +254,12 @@ int block_node_map(struct block_node *node, uint64_t offset, uint64_t len,
             break;              /* past a shorter backing file: zeros */
         }
         len = MIN(len, node->size - offset);
+        uint64_t skip;
+        if (layer_map_unallocated(node, offset, len, &skip)) {
+            len = skip;         /* decided below, without a driver call */
+            node = node->backing;
+            continue;
+        }
         if (!node->driver->map) {
             return -ENOTSUP;
         }
@@ -240,9 +303,8 @@ int block_chain_status(struct block_node *node, uint64_t offset,
             break;
         }
         uint64_t n;
-        int flags = node->driver->block_status(node, offset,
-                                               MIN(run, node->size - offset),
-                                               &n);
+        int flags = layer_status(node, offset, MIN(run, node->size - offset),
+                                 &n);
         if (flags < 0) {
             return flags;
         }

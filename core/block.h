@@ -235,6 +235,9 @@ struct block_node {
 
     struct block_node *backing; /* next layer down, or NULL; owned */
     unsigned depth;             /* 0 for the top of a chain */
+
+    /* What a read-only backing layer allocates (layer-map.h), or NULL. */
+    struct layer_map *layer_map;
 };
 
 /* The drivers the core knows, NULL-terminated; probing tries them in
@@ -263,8 +266,19 @@ static inline bool block_node_is_remote(const struct block_node *node)
     return node->fd < 0;
 }
 
-/* Read from node's backing chain as this node sees it: zeros where there is
- * no backing node and past the end of a shorter backing node. */
+/* Read [offset, offset + len) of the chain from node down (node NULL: an
+ * empty chain) as a reader of node sees it: zeros past the end of a
+ * shorter layer and where no layer allocates.  Iterative, whatever the
+ * depth: for each run it finds, with block_status bounded by the runs of
+ * the layers above, the one layer that allocates the run and reads the run
+ * from that layer alone (a driver's read of a range it allocates never
+ * touches its backing), so the stack does not grow with the chain and no
+ * range is looked up twice in a layer. */
+int block_chain_read(struct block_node *node, uint64_t offset, uint64_t len,
+                     void *buf);
+
+/* Read from node's backing chain as this node sees it: block_chain_read of
+ * node->backing.  What drivers call for the ranges they do not allocate. */
 int block_node_read_backing(struct block_node *node, uint64_t offset,
                             uint64_t len, void *buf);
 

@@ -15,11 +15,13 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "chain.h"
 #include "image-lock.h"
+#include "layer-map.h"
 
 /* Probing looks at no more than this: every format's magic fits. */
 #define PROBE_BYTES 512
@@ -73,6 +75,13 @@ static int open_image_file(const char *filename, bool read_only,
         if (err == EISDIR) {
             g_set_error(errp, CHAINFS_ERROR, EINVAL,
                         "%s: not a regular file or block device", filename);
+        } else if (err == EMFILE) {
+            struct rlimit lim = { 0 };
+            (void)getrlimit(RLIMIT_NOFILE, &lim);
+            g_set_error(errp, CHAINFS_ERROR, err, "%s: cannot open: %s (the "
+                        "limit is %llu open files, one per layer; raise "
+                        "'ulimit -n')", filename, g_strerror(err),
+                        (unsigned long long)lim.rlim_cur);
         } else {
             g_set_error(errp, CHAINFS_ERROR, err, "%s: cannot open: %s",
                         filename, g_strerror(err));
@@ -106,6 +115,7 @@ static int open_image_file(const char *filename, bool read_only,
 /* Free a node whose driver is not (or no longer) open. */
 static void block_node_free(struct block_node *node)
 {
+    layer_map_clear(node);
     if (node->fd >= 0) {
         close(node->fd);
     }
@@ -279,6 +289,8 @@ static bool replace_fd(struct block_node *node, int fd, GError **errp)
 
 static bool reopen_read_write(struct block_node *node, GError **errp)
 {
+    /* Its allocation will change: the map of the read-only layer goes. */
+    layer_map_clear(node);
     int ret = unlock_unshared_bytes(node->fd);
     if (ret < 0) {
         g_set_error(errp, CHAINFS_ERROR, -ret, "%s: cannot unlock: %s",
@@ -348,9 +360,8 @@ int chain_is_allocated_above(struct block_node *top, struct block_node *base,
             return 1;
         }
         uint64_t n;
-        int status = node->driver->block_status(node, offset,
-                                                MIN(len, node->size - offset),
-                                                &n);
+        int status = layer_status(node, offset,
+                                  MIN(len, node->size - offset), &n);
         if (status < 0) {
             return status;
         }
@@ -434,34 +445,57 @@ char *chain_resolve_backing(const char *overlay_filename,
                            overlay_filename, backing_name);
 }
 
-struct file_id {
-    dev_t dev;
-    ino_t ino;
-};
+static unsigned max_depth = CHAIN_DEFAULT_MAX_DEPTH;
 
-/* Whether id is one of the layers opened so far. */
-static bool file_id_seen(const GArray *ids, struct file_id id)
+void chain_set_max_depth(unsigned depth)
 {
-    for (unsigned i = 0; i < ids->len; i++) {
-        const struct file_id *seen = &g_array_index(ids, struct file_id, i);
-        if (seen->dev == id.dev && seen->ino == id.ino) {
-            return true;
-        }
-    }
-    return false;
+    max_depth = MAX(depth, 1);
+}
+
+unsigned chain_max_depth(void)
+{
+    return max_depth;
+}
+
+/* The layers opened so far, by (st_dev, st_ino): a set, so that loop
+ * checks cost the same at the thousandth layer as at the first. */
+static GHashTable *file_ids_new(void)
+{
+    return g_hash_table_new_full(g_bytes_hash, g_bytes_equal,
+                                 (GDestroyNotify)g_bytes_unref, NULL);
+}
+
+static GBytes *file_id_of(const struct stat *st)
+{
+    const uint64_t id[2] = { st->st_dev, st->st_ino };
+    return g_bytes_new(id, sizeof(id));
+}
+
+/* Whether st is one of the layers opened so far. */
+static bool file_id_seen(GHashTable *ids, const struct stat *st)
+{
+    g_autoptr(GBytes) id = file_id_of(st);
+    return g_hash_table_contains(ids, id);
+}
+
+static void file_id_add(GHashTable *ids, const struct stat *st)
+{
+    g_hash_table_add(ids, file_id_of(st));
 }
 
 /* Open the backing layer of node, whose filename as the chain spells it is
- * spelled_name; *backing_spelled receives the backing's spelling. */
+ * spelled_name; *backing_spelled receives the backing's spelling.
+ * top_filename names the chain in errors about its depth. */
 static struct block_node *open_backing(struct block_node *node,
                                        const char *spelled_name,
-                                       GArray *ids, char **backing_spelled,
+                                       const char *top_filename,
+                                       GHashTable *ids, char **backing_spelled,
                                        GError **errp)
 {
-    if (node->depth + 1 >= CHAIN_MAX_DEPTH) {
+    if (node->depth + 1 >= max_depth) {
         g_set_error(errp, CHAINFS_ERROR, ELOOP,
-                    "%s: backing chain too deep (more than %d layers)",
-                    node->filename, CHAIN_MAX_DEPTH);
+                    "%s: backing chain too deep (more than %u layers; "
+                    "see --max-chain-depth)", top_filename, max_depth);
         return NULL;
     }
 
@@ -484,8 +518,7 @@ static struct block_node *open_backing(struct block_node *node,
         }
         return NULL;
     }
-    struct file_id id = { st.st_dev, st.st_ino };
-    if (file_id_seen(ids, id)) {
+    if (file_id_seen(ids, &st)) {
         g_set_error(errp, CHAINFS_ERROR, ELOOP,
                     "%s: backing chain loop at %s", node->filename, path);
         return NULL;
@@ -498,17 +531,18 @@ static struct block_node *open_backing(struct block_node *node,
     }
     /* The file may have been replaced since stat: the loop check must hold
      * for what we actually opened. */
-    if (fstat(backing->fd, &st) == 0 &&
-        (st.st_dev != id.dev || st.st_ino != id.ino)) {
-        id = (struct file_id){ st.st_dev, st.st_ino };
-        if (file_id_seen(ids, id)) {
+    struct stat opened;
+    if (fstat(backing->fd, &opened) == 0 &&
+        (opened.st_dev != st.st_dev || opened.st_ino != st.st_ino)) {
+        st = opened;
+        if (file_id_seen(ids, &st)) {
             g_set_error(errp, CHAINFS_ERROR, ELOOP,
                         "%s: backing chain loop at %s", node->filename, path);
             block_node_close(backing);
             return NULL;
         }
     }
-    g_array_append_val(ids, id);
+    file_id_add(ids, &st);
     backing->depth = node->depth + 1;
     *backing_spelled = g_steal_pointer(&path);
     return backing;
@@ -526,7 +560,7 @@ struct block_node *chain_open(const char *filename, const char *format,
         return top;             /* nothing below an export */
     }
 
-    g_autoptr(GArray) ids = g_array_new(false, false, sizeof(struct file_id));
+    g_autoptr(GHashTable) ids = file_ids_new();
     struct stat st;
     if (fstat(top->fd, &st) < 0) {
         int err = errno;
@@ -535,15 +569,14 @@ struct block_node *chain_open(const char *filename, const char *format,
         block_node_close(top);
         return NULL;
     }
-    struct file_id top_id = { st.st_dev, st.st_ino };
-    g_array_append_val(ids, top_id);
+    file_id_add(ids, &st);
 
     g_autofree char *spelled = g_strdup(filename);
     for (struct block_node *node = top; node->backing_name;
          node = node->backing) {
         char *backing_spelled = NULL;
-        node->backing = open_backing(node, spelled, ids, &backing_spelled,
-                                     errp);
+        node->backing = open_backing(node, spelled, top->filename, ids,
+                                     &backing_spelled, errp);
         if (!node->backing) {
             chain_close(top);
             return NULL;

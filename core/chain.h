@@ -13,9 +13,17 @@
 
 #include "block.h"
 
-/* Deeper chains are refused: they are almost certainly a mistake or an
- * attack, and every read of an unallocated range walks the whole chain. */
-#define CHAIN_MAX_DEPTH 64
+/* The default limit on the layers of a chain (chainfs --max-chain-depth):
+ * far above what backup tools build (hourly snapshots for weeks), low
+ * enough that a chain built by mistake or malice is refused before it
+ * eats every file descriptor.  Nothing walks a chain recursively, so the
+ * limit is not about the stack. */
+#define CHAIN_DEFAULT_MAX_DEPTH 4096
+
+/* Set the most layers (top included) that chain_open accepts; set once at
+ * startup, before any chain is opened (not locked). */
+void chain_set_max_depth(unsigned max_depth);
+unsigned chain_max_depth(void);
 
 /* Open one layer (not its backing chain): open and lock the file, check it
  * is a regular file or a block device, pick the driver (format NULL:
@@ -66,7 +74,8 @@ int block_node_close(struct block_node *node);
 /* Open filename and its whole backing chain.  format NULL: probe the top.
  * A URI (block_name_is_uri) opens a remote layer with block_node_open_uri
  * (format NULL or raw). 
- * Loops, missing files, chains deeper than CHAIN_MAX_DEPTH, backing names
+ * Loops, missing files, chains of more than chain_max_depth() layers,
+ * backing names
  * with a protocol prefix (json:, nbd:, ...) and unsupported features are a
  * one-line error naming the file. */
 struct block_node *chain_open(const char *filename, const char *format,

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <fuse_lowlevel.h>
 
@@ -132,9 +133,26 @@ static bool close_disks(GPtrArray *disks)
 }
 
 /* Open the chain of every --disk and add it to the tree. */
+/* Every layer of every chain holds a file open: a chain of a thousand
+ * layers needs more than the usual soft limit of 1024.  Raise the soft
+ * limit to the hard one (nothing here uses select(2), the one reason for a
+ * low soft limit); a chain that still does not fit fails to open with
+ * EMFILE, and that error names the limit. */
+static void raise_file_limit(void)
+{
+    struct rlimit lim;
+
+    if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+        lim.rlim_cur = lim.rlim_max;
+        (void)setrlimit(RLIMIT_NOFILE, &lim);
+    }
+}
+
 static bool open_disks(const struct options *opts, struct chainfs_fs *fs,
                        GPtrArray *disks, GError **errp)
 {
+    chain_set_max_depth(opts->max_chain_depth);
+    raise_file_limit();
     for (guint i = 0; i < opts->disks->len; i++) {
         const struct disk_spec *spec = g_ptr_array_index(opts->disks, i);
         struct block_node *top = chain_open(spec->filename, spec->format,

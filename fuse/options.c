@@ -9,6 +9,7 @@
 
 #include "core/block.h"
 #include "drivers/nbd.h"
+#include "core/chain.h"
 #include "options.h"
 
 enum {
@@ -16,6 +17,7 @@ enum {
     OPT_ALLOW_REMOTE,
     OPT_NBD_TIMEOUT,
     OPT_THREADS,
+    OPT_MAX_CHAIN_DEPTH,
     OPT_VERSION,
     OPT_HELP,
 };
@@ -27,6 +29,7 @@ static const struct option long_options[] = {
     { "allow-remote", no_argument,     NULL, OPT_ALLOW_REMOTE },
     { "nbd-timeout", required_argument, NULL, OPT_NBD_TIMEOUT },
     { "threads",    required_argument, NULL, OPT_THREADS },
+    { "max-chain-depth", required_argument, NULL, OPT_MAX_CHAIN_DEPTH },
     { "version",    no_argument,       NULL, OPT_VERSION },
     { "help",       no_argument,       NULL, OPT_HELP },
     { NULL, 0, NULL, 0 },
@@ -60,6 +63,9 @@ void options_print_help(FILE *out)
 "                         with EIO and drops its connection (default 30;\n"
 "                         decimals allowed; 0: wait forever)\n"
 "      --threads N        worker threads (1-256; default: number of CPUs)\n"
+"      --max-chain-depth N\n"
+"                         refuse chains of more than N layers (1-1048576;\n"
+"                         default 4096); each layer holds one open file\n"
 "      --version          print the version and exit\n"
 "  -h, --help             print this help and exit\n"
 "\n"
@@ -352,6 +358,25 @@ static bool parse_nbd_timeout(struct options *opts, const char *arg,
     return true;
 }
 
+static bool parse_max_chain_depth(struct options *opts, const char *arg,
+                                  GError **errp)
+{
+    char *end;
+    unsigned long value;
+
+    errno = 0;
+    value = strtoul(arg, &end, 10);
+    if (!g_ascii_isdigit(arg[0]) || *end != '\0' || errno != 0 ||
+        value < 1 || value > OPTIONS_MAX_CHAIN_DEPTH) {
+        g_set_error(errp, CHAINFS_ERROR, EINVAL,
+                    "--max-chain-depth '%s': expected a number from 1 to %d",
+                    arg, OPTIONS_MAX_CHAIN_DEPTH);
+        return false;
+    }
+    opts->max_chain_depth = value;
+    return true;
+}
+
 static void add_fuse_options(struct options *opts, const char *arg)
 {
     if (arg[0] == '\0') {
@@ -410,6 +435,7 @@ static void options_init(struct options *opts)
     opts->allow_dirs = g_ptr_array_new_with_free_func(g_free);
     opts->threads = default_threads();
     opts->nbd_timeout_ms = NBD_DEFAULT_REQUEST_TIMEOUT_MS;
+    opts->max_chain_depth = CHAIN_DEFAULT_MAX_DEPTH;
 }
 
 void options_clear(struct options *opts)
@@ -466,6 +492,8 @@ static bool apply_option(struct options *opts, int c, int argc, char **argv,
         return parse_nbd_timeout(opts, optarg, errp);
     case OPT_THREADS:
         return parse_threads(opts, optarg, errp);
+    case OPT_MAX_CHAIN_DEPTH:
+        return parse_max_chain_depth(opts, optarg, errp);
     case OPT_VERSION:
         opts->show_version = true;
         return true;

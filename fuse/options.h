@@ -16,6 +16,8 @@
 #define OPTIONS_MAX_THREADS 256
 /* --nbd-timeout accepts up to a day (seconds). */
 #define OPTIONS_MAX_NBD_TIMEOUT 86400
+/* --max-chain-depth accepts 1..OPTIONS_MAX_CHAIN_DEPTH. */
+#define OPTIONS_MAX_CHAIN_DEPTH (1 << 20)
 
 /* One --disk NAME=FILE[,format=F][,read-only=on|off]. */
 struct disk_spec {
@@ -34,6 +36,7 @@ struct options {
     bool allow_remote;      /* --allow-remote: NBD URIs are accepted */
     uint64_t nbd_timeout_ms; /* --nbd-timeout: per NBD request; 0: none */
     unsigned threads;       /* 1..OPTIONS_MAX_THREADS */
+    unsigned max_chain_depth; /* layers per chain (CHAIN_DEFAULT_MAX_DEPTH) */
     char *mountpoint;       /* as given */
     bool show_help;
     bool show_version;

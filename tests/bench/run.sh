@@ -8,7 +8,7 @@
 #   RUNS           runs per metric, the table shows the median [3]
 #   BENCH_RUNTIME  seconds per fio job [5]
 #   BENCH_SECTIONS which parts to run: any of "io bitmaps jobs backup nbd
-#                  big" [io bitmaps jobs backup nbd big]
+#                  big deep" [io bitmaps jobs backup nbd big deep]
 #   BENCH_BIG_SIZE virtual size of the sparse chain for the RSS rows [1T]
 #   BENCH_DIR      scratch directory, needs ~3x BENCH_SIZE free [/var/tmp/chainfs-bench]
 #   BENCH_DROP_CACHES=1  drop the page cache before each measurement [0]
@@ -24,7 +24,7 @@ SRC=$(cd "$HERE/../.." && pwd)
 SIZE_ARG=${BENCH_SIZE:-1G}
 RUNS=${RUNS:-3}
 RUNTIME=${BENCH_RUNTIME:-5}
-SECTIONS=${BENCH_SECTIONS:-io bitmaps jobs backup nbd big}
+SECTIONS=${BENCH_SECTIONS:-io bitmaps jobs backup nbd big deep}
 BIG_ARG=${BENCH_BIG_SIZE:-1T}
 WORK=${BENCH_DIR:-/var/tmp/chainfs-bench}
 QSD=${QSD:-qemu-storage-daemon}
@@ -796,6 +796,122 @@ big_one()
     record rss_bigstream "$who" "$HWM"
 }
 
+# ---- deep chains ---------------------------------------------------------
+# A backup tool's chain: 256 qcow2 layers, each owning 3 scattered 64K
+# clusters, over a base that holds the whole disk; read against the same
+# disk flattened into one qcow2 (both through chainfs) and through
+# qemu-storage-daemon, which opens the chain from its top and lets the
+# backing files open themselves.  Then the cost of opening 1024 layers.
+
+DEEP_LAYERS=256
+DEEP_OPEN_LAYERS=1024
+
+# mkchain: chainfs-mkchain (tests/tools/), built against the benchmark's
+# library: qemu-img and qemu-io per layer would take minutes.
+MKCHAIN=
+build_mkchain()
+{
+    [[ -n $MKCHAIN ]] && return 0
+    if [[ ! -f $SRC/build-bench/build.ninja ]]; then
+        meson setup "$SRC/build-bench" "$SRC" --buildtype=release \
+            -Dtests=disabled >/dev/null
+    fi
+    ninja -C "$SRC/build-bench" libchainfs.a >/dev/null ||
+        die "building libchainfs.a in build-bench failed"
+    MKCHAIN=$WORK/chainfs-mkchain
+    # shellcheck disable=SC2046
+    cc -O2 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -I"$SRC" \
+        -o "$MKCHAIN" "$SRC/tests/tools/chainfs-mkchain.c" \
+        "$SRC/build-bench/libchainfs.a" \
+        $(pkg-config --cflags --libs glib-2.0 zlib libnbd) -lpthread ||
+        die "building chainfs-mkchain failed"
+}
+
+make_deep_chains()
+{
+    local dir=$WORK/chain-deep-$SIZE
+    if [[ ! -f $dir/done ]]; then
+        build_mkchain
+        log "creating the $DEEP_LAYERS-layer and $DEEP_OPEN_LAYERS-layer chains in $dir"
+        rm -rf "$dir"
+        mkdir -p "$dir/read" "$dir/open"
+        "$MKCHAIN" -f -k 3 "$dir/read" "$DEEP_LAYERS" "$SIZE" >/dev/null
+        qemu-img convert -O qcow2 "$dir/read/layer$(printf %04u $((DEEP_LAYERS - 1))).qcow2" \
+            "$dir/flat.qcow2"
+        "$MKCHAIN" -k 1 "$dir/open" "$DEEP_OPEN_LAYERS" "$SIZE" >/dev/null
+        touch "$dir/done"
+    fi
+    DEEP_DIR=$dir
+    DEEP_TOP=$dir/read/layer$(printf %04u $((DEEP_LAYERS - 1))).qcow2
+    DEEP_OPEN_TOP=$dir/open/layer$(printf %04u $((DEEP_OPEN_LAYERS - 1))).qcow2
+}
+
+# start_deep WHO IMG: chainfs or qemu-storage-daemon, read-only, on the
+# chain whose top is IMG; sets DPID and FILE.
+start_deep()
+{
+    local who=$1 img=$2
+    D=$RUN_DIR/deep
+    mkdir -p "$D/mnt"
+    if [[ $who == qsd ]]; then
+        FILE=$D/export
+        touch "$FILE"
+        "$QSD" --blockdev "driver=qcow2,node-name=top,read-only=on,file.driver=file,file.filename=$img" \
+            --export "type=fuse,id=e,node-name=top,mountpoint=$FILE,writable=off" \
+            >>"$D/daemon.log" 2>&1 &
+    else
+        FILE=$D/mnt/vm
+        "$CHAINFS" -f -d "vm=$img,read-only=on" "$D/mnt" 2>>"$D/daemon.log" &
+    fi
+    DPID=$!
+    if [[ $who == qsd ]]; then
+        wait_for "the qemu-storage-daemon export" is_mounted "$FILE"
+    else
+        wait_for "the chainfs mount" is_mounted "$D/mnt"
+    fi
+}
+
+stop_deep()
+{
+    HWM=$(awk '/^VmHWM:/ { print $2 }' "/proc/$DPID/status")
+    FDS=$(find "/proc/$DPID/fd" -mindepth 1 -maxdepth 1 | wc -l)
+    kill -TERM "$DPID"
+    local rc=0
+    wait "$DPID" || rc=$?
+    DPID=
+    ((rc == 0)) || die "daemon exited with status $rc: $(tail -3 "$D/daemon.log")"
+    rm -rf "$RUN_DIR/deep"
+}
+
+# deep_io WHO ROW RW BS: WHO is chainfs or qsd on the 256-layer chain, or
+# flat (chainfs on the flattened disk).
+deep_io()
+{
+    local who=$1 name=$2 rw=$3 bs=$4 img=$DEEP_TOP daemon=$1 v
+    [[ $who == flat ]] && { img=$DEEP_DIR/flat.qcow2; daemon=chainfs; }
+    drop_caches
+    start_deep "$daemon" "$img"
+    v=$(fio_run "$FILE" "$rw" "$bs" 1 1)
+    stop_deep
+    record "deep_$name" "$who" "$v"
+}
+
+# deep_open WHO: time from start to the first 4K read of the 1024-layer
+# chain, peak RSS and open fds.
+deep_open()
+{
+    local who=$1 t0 t1
+    drop_caches
+    t0=$(now_ns)
+    start_deep "$who" "$DEEP_OPEN_TOP"
+    dd if="$FILE" of=/dev/null bs=4k count=1 iflag=direct status=none
+    t1=$(now_ns)
+    stop_deep
+    record deep_open "$who" "$(awk -v n="$((t1 - t0))" 'BEGIN { printf "%.3f", n / 1e9 }')"
+    record rss_deep_open "$who" "$HWM"
+    record fds_deep_open "$who" "$FDS"
+}
+
 # ---- main ----------------------------------------------------------------
 
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
@@ -803,6 +919,7 @@ want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 make_chain "$WORK/chain-main" "$SIZE" main
 want big && make_chain "$WORK/chain-big-$BIG" "$BIG" big
 want big && ln -sfn "chain-big-$BIG" "$WORK/chain-big"
+want deep && make_deep_chains
 
 START=$(date '+%Y-%m-%d %H:%M:%S %z')
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -859,6 +976,19 @@ for ((run = 1; run <= RUNS; run++)); do
             done
         done
     fi
+    if want deep; then
+        for row in "seqread read 1M" "randread1 randread 4k"; do
+            read -r name rw bs <<<"$row"
+            for who in "${order[@]}" flat; do
+                log "run $run/$RUNS: $DEEP_LAYERS-layer chain $name on $who"
+                deep_io "$who" "$name" "$rw" "$bs"
+            done
+        done
+        for who in "${order[@]}"; do
+            log "run $run/$RUNS: $DEEP_OPEN_LAYERS-layer chain opened by $who"
+            deep_open "$who"
+        done
+    fi
     if want big; then
         for what in open stream; do
             for who in "${order[@]}"; do
@@ -883,6 +1013,7 @@ mkdir -p "$OUT_DIR"
     echo "- load average at start: $LOAD_START, at end: $(cut -d' ' -f1-3 /proc/loadavg) (a busy machine makes single rows swing; see latest-samples.txt)"
     echo "- chain: $SIZE_ARG qcow2 base/mid/top, $RUNS runs per metric (median), fio psync ${RUNTIME}s per job; sections: $SECTIONS"
     echo
-    awk -v runs="$RUNS" -v big="$BIG_ARG" -f "$HERE/table.awk" "$SAMPLES"
+    awk -v runs="$RUNS" -v big="$BIG_ARG" -v deep="$DEEP_LAYERS-layer" \
+        -v deepopen="$DEEP_OPEN_LAYERS" -f "$HERE/table.awk" "$SAMPLES"
 } | tee "$OUT_DIR/latest.md"
 cp "$SAMPLES" "$OUT_DIR/latest-samples.txt"

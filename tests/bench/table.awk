@@ -1,7 +1,8 @@
 # Turns run.sh's samples ("KEY WHO VALUE" lines; VALUE "n/a:REASON" when a
 # metric cannot be measured) into the Markdown table of medians.
 # WHO: chainfs, qsd, ceil (plain raw file, page cache), ceil_direct
-# (plain raw file, O_DIRECT).
+# (plain raw file, O_DIRECT); for the deep_* keys also flat (chainfs on
+# the deep chain flattened into one qcow2).
 
 function median(key, who,    n, i, j, t, a, s) {
     s = vals[key, who]
@@ -162,6 +163,42 @@ END {
           "throughput, <= 1.00 for time and memory; sequential I/O at least " \
           "half the page-cache ceiling. Medians of " runs " runs. " misses \
           " row(s) miss the bar."
+    if (seen["deep_seqread"] || seen["deep_randread1"] || seen["deep_open"]) {
+        print ""
+        print "Deep chains: reads of a " deep " chain (each layer owns three " \
+              "64K clusters, the base the rest) against the same disk " \
+              "flattened into one qcow2 (bar: at least half of flattened); " \
+              "opening a " deepopen "-layer chain (time to the first 4K read, " \
+              "peak RSS, open fds):"
+        print ""
+        print "| metric | chainfs, deep | chainfs, flattened | deep / flattened | qemu-storage-daemon, deep | chainfs / qsd | bar |"
+        print "|---|---:|---:|---:|---:|---:|---|"
+        split("deep_seqread deep_randread1", dkeys, " ")
+        dlabel["deep_seqread"] = "seq read 1M, 1 job (MiB/s)"
+        dlabel["deep_randread1"] = "rand read 4K, 1 job (IOPS)"
+        for (k = 1; k <= 2; k++) {
+            key = dkeys[k]
+            if (!seen[key])
+                continue
+            c = median(key, "chainfs"); f = median(key, "flat"); q = median(key, "qsd")
+            rf = (c != "" && f > 0) ? sprintf("%.2f", c / f) : "-"
+            rq = (c != "" && q > 0) ? sprintf("%.2f", c / q) : "-"
+            bar = (rf == "-") ? "-" : (c * 2 >= f ? "ok" : "MISS")
+            printf "| %s | %.0f | %.0f | %s | %.0f | %s | %s |\n", dlabel[key],
+                c, f, rf, q, rq, bar
+        }
+        if (seen["deep_open"]) {
+            c = median("deep_open", "chainfs"); q = median("deep_open", "qsd")
+            printf "| open %s layers (s) | %.2f | - | - | %.2f | %s | - |\n", deepopen,
+                c, q, (q > 0 ? sprintf("%.2f", c / q) : "-")
+            c = median("rss_deep_open", "chainfs"); q = median("rss_deep_open", "qsd")
+            printf "| peak RSS, %s layers open (MiB) | %.1f | - | - | %.1f | %s | - |\n",
+                deepopen, c / 1024, q / 1024, (q > 0 ? sprintf("%.2f", c / q) : "-")
+            c = median("fds_deep_open", "chainfs"); q = median("fds_deep_open", "qsd")
+            printf "| open fds, %s layers | %.0f | - | - | %.0f | %s | - |\n",
+                deepopen, c, q, (q > 0 ? sprintf("%.2f", c / q) : "-")
+        }
+    }
     if (seen["bm_seqwrite_0"] || seen["bm_randwrite1_0"]) {
         print ""
         print "The cost of marking dirty bitmaps: throughput with 1 and 8 " \
