@@ -153,7 +153,11 @@ static void mirror_write_after(void *opaque, void *cookie, uint64_t offset,
         job_kick(&m->common);   /* a ready job sleeps until dirty again */
         return;
     }
-    if (ret == 0) {
+    if (ret < 0) {
+        /* The bitmap is not attached in this mode, and a failed write may
+         * still have changed part of the source. */
+        dirty_bitmap_set(m->dirty, offset, len);
+    } else {
         struct block_node *target = m->target;
         if (buf) {
             target_ret = target->driver->write(target, offset, len, buf);
@@ -460,6 +464,11 @@ static bool mirror_change(struct job *job, const struct job_change_opts *opts,
     disk_drain_begin(m->disk);
     __atomic_store_n(&m->copy_mode, JOB_COPY_MODE_WRITE_BLOCKING,
                      __ATOMIC_RELEASE);
+    if (m->bitmap_attached) {
+        /* From now on the hook copies every write (see mirror_create). */
+        disk_detach_bitmap(m->disk, m->dirty);
+        m->bitmap_attached = false;
+    }
     disk_drain_end(m->disk);
     return true;
 }
@@ -652,9 +661,15 @@ static struct job *mirror_create(struct job_list *list, struct disk *disk,
         mirror_write_before, mirror_write_after, m,
     };
 
-    /* The bitmap first, so that no write escapes the initial scan. */
-    disk_attach_bitmap(disk, m->dirty);
-    m->bitmap_attached = true;
+    /* The bitmap first, so that no write escapes the initial scan.  In
+     * write-blocking mode every write is copied to the target by the
+     * hook instead (and marks the bitmap itself only when that fails):
+     * a write that lands whole on the target must not leave its partial
+     * chunks dirty, or small writes would keep the job from converging. */
+    if (m->copy_mode != JOB_COPY_MODE_WRITE_BLOCKING) {
+        disk_attach_bitmap(disk, m->dirty);
+        m->bitmap_attached = true;
+    }
     disk_drain_begin(disk);
     disk_add_write_hook_drained(disk, &m->hook);
     disk_drain_end(disk);
