@@ -134,3 +134,48 @@ pl_replay()
     [[ $line == done\ * ]] || fail "replay stopped early after $pl_states states"
     echo "$test_name: $pl_states crash states checked"
 }
+
+# ---- block jobs ---------------------------------------------------------
+
+# pl_make_chain: img/base.qcow2 <- mid.qcow2 <- top.qcow2, 8 MiB, 64K
+# clusters, data in every layer (overlapping); initial.raw = what the
+# guest sees.
+pl_make_chain()
+{
+    qcow2_create img/base.qcow2 8M 65536
+    qemu_io img/base.qcow2 "write -P 0x11 0 6M"
+    qcow2_create img/mid.qcow2 8M 65536 "$tmpdir/img/base.qcow2" qcow2
+    qemu_io img/mid.qcow2 "write -P 0x22 1M 3M" "write -P 0x23 6M 512K"
+    qcow2_create img/top.qcow2 8M 65536 "$tmpdir/img/mid.qcow2" qcow2
+    qemu_io img/top.qcow2 "write -P 0x33 2M 1M" "write -P 0x34 7M 256K"
+    to_raw img/top.qcow2 initial.raw
+}
+
+# pl_backing_of IMG: the backing file named in IMG's header, as an
+# absolute path (empty: none).
+pl_backing_of()
+{
+    local backing
+    backing=$(qemu-img info -U --output=json "$1" |
+        sed -n 's/^ *"backing-filename": "\(.*\)",*$/\1/p' | head -n1)
+    [[ -z $backing ]] || realpath -m "$backing"
+}
+
+# pl_is_image IMG: IMG exists and opens as a qcow2 image.
+pl_is_image()
+{
+    [[ -e $1 ]] && qemu-img info -U -f qcow2 "$1" >/dev/null 2>&1
+}
+
+# pl_wait_state MOUNT ID STATE: wait_job_state, failing if the job failed.
+pl_wait_state()
+{
+    local st deadline=$((SECONDS + CHAINFS_TIMEOUT))
+    while :; do
+        st=$(cat "$1/.jobs/$2/status")
+        [[ $st == *"state: $3"* ]] && return 0
+        [[ $st == *"result: failed"* ]] && fail "job $2 failed: $st"
+        ((SECONDS < deadline)) || fail "job $2 not $3 after ${CHAINFS_TIMEOUT}s: $st"
+        sleep 0.01
+    done
+}

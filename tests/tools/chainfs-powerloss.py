@@ -34,7 +34,8 @@ The model (strict POSIX, like ALICE and CrashMonkey):
     acknowledged: the writer's "synced N" log, the test's marks) are
     written exactly as they were at the crash, all records applied.
 Crash points: a mix of uniform random points and points just before and
-after flushes end; each state draws its own choice of pending records
+after flushes end, name changes and writes to a file's first 4 KiB (qcow2
+headers); each state draws its own choice of pending records
 (none kept, all kept, each kept with probability p, or torn).
 """
 import argparse
@@ -276,12 +277,18 @@ class FileBuilder:
 
 def choose_points(model, count, rng):
     total = len(model.records)
-    near_flush = set()
+    near = set()
     for r in model.records:
         if r.op == FLUSH_END:
-            near_flush.add(r.index)          # the flush has not ended
-            near_flush.add(r.index + 1)      # it just ended
-    near_flush = sorted(near_flush)
+            near.add(r.index)           # the flush has not ended
+            near.add(r.index + 1)       # it just ended
+        elif r.op in (CREATE, UNLINK, RENAME) or \
+                (r.op == WRITE and r.offset < BLOCK):
+            # Name changes and header rewrites (backing pointers, bitmap
+            # extensions): the moments just before and after them.
+            near.add(r.index)
+            near.add(r.index + 1)
+    near_flush = sorted(near)
     points = {total}
     while len(points) < min(count, total + 1):
         if near_flush and rng.random() < 0.5:
