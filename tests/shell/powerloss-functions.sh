@@ -74,9 +74,11 @@ pl_marked()
 # sets pl_writer_pid.
 pl_writer()
 {
-    _recorded "$CHAINFS_TOOLS/chainfs-crash-writer" write "$1" \
-        "$pl_dir/sync.ack" "$2" "$3" 2>"$tmpdir/writer.err" &
+    env CHAINFS_RECORD_DIR="$pl_dir" CHAINFS_RECORD_LOG="$pl_log" \
+        LD_PRELOAD="$recorder" "$CHAINFS_TOOLS/chainfs-crash-writer" write \
+        "$1" "$pl_dir/sync.ack" "$2" "$3" 2>"$tmpdir/writer.err" &
     pl_writer_pid=$!
+    cleanup_fn "kill $pl_writer_pid 2>/dev/null"
 }
 
 # pl_wait_writer: the writer finished all its requests.
@@ -178,4 +180,19 @@ pl_wait_state()
         ((SECONDS < deadline)) || fail "job $2 not $3 after ${CHAINFS_TIMEOUT}s: $st"
         sleep 0.01
     done
+}
+
+# pl_writer_more N: let a writer started with OPS 0 (forever) acknowledge N
+# more fsyncs, then stop it.
+pl_writer_more()
+{
+    local target deadline=$((SECONDS + CHAINFS_TIMEOUT))
+    target=$(( $(wc -l <"$pl_dir/sync.ack") + $1 ))
+    while (( $(wc -l <"$pl_dir/sync.ack") < target )); do
+        _running "$pl_writer_pid" || fail "writer died: $(cat "$tmpdir/writer.err")"
+        ((SECONDS < deadline)) || fail "writer: no $1 more fsyncs in ${CHAINFS_TIMEOUT}s"
+        sleep 0.01
+    done
+    kill "$pl_writer_pid"
+    wait "$pl_writer_pid" 2>/dev/null || true
 }

@@ -55,13 +55,13 @@ mirror_run()
     pl_start_chainfs mnt -d "vm=$tmpdir/img/top.qcow2"
     ctl_ok mnt/.jobs/ctl mirror id=j disk=vm target="$tmpdir/img/t.qcow2" \
         copy-mode="$2"
-    pl_writer mnt/vm "$seed" 240
+    pl_writer mnt/vm "$seed" 0
     pl_wait_state mnt j ready
     pl_mark complete-sent
     ctl_ok mnt/.jobs/j/ctl complete
     pl_wait_state mnt j concluded
     pl_mark concluded
-    pl_wait_writer
+    pl_writer_more 20
     stop_chainfs mnt
     pl_mark unmounted
     pl_replay check_state 50

@@ -276,23 +276,25 @@ class FileBuilder:
 
 
 def choose_points(model, count, rng):
+    """A third uniform, a third just before or after a flush ends, a third
+    just before or after a name change or a write to a file's first 4 KiB
+    (qcow2 headers: backing pointers, bitmap extensions); and the end."""
     total = len(model.records)
-    near = set()
+    flushes, headers = set(), set()
     for r in model.records:
         if r.op == FLUSH_END:
-            near.add(r.index)           # the flush has not ended
-            near.add(r.index + 1)       # it just ended
+            flushes.update((r.index, r.index + 1))
         elif r.op in (CREATE, UNLINK, RENAME) or \
-                (r.op == WRITE and r.offset < BLOCK):
-            # Name changes and header rewrites (backing pointers, bitmap
-            # extensions): the moments just before and after them.
-            near.add(r.index)
-            near.add(r.index + 1)
-    near_flush = sorted(near)
+                (r.op == WRITE and r.offset < BLOCK and
+                 not model.is_oracle(r.path)):
+            headers.update((r.index, r.index + 1))
+    pools = [sorted(flushes), sorted(headers)]
     points = {total}
     while len(points) < min(count, total + 1):
-        if near_flush and rng.random() < 0.5:
-            points.add(rng.choice(near_flush))
+        x = rng.random()
+        pool = pools[0] if x < 1 / 3 else pools[1] if x < 2 / 3 else None
+        if pool:
+            points.add(rng.choice(pool))
         else:
             points.add(rng.randint(0, total))
     return sorted(points)
