@@ -182,17 +182,24 @@ pl_wait_state()
     done
 }
 
-# pl_writer_more N: let a writer started with OPS 0 (forever) acknowledge N
-# more fsyncs, then stop it.
-pl_writer_more()
+# pl_writer_fsyncs N: wait until a running writer acknowledged N more
+# fsyncs.
+pl_writer_fsyncs()
 {
     local target deadline=$((SECONDS + CHAINFS_TIMEOUT))
-    target=$(( $(wc -l <"$pl_dir/sync.ack") + $1 ))
-    while (( $(wc -l <"$pl_dir/sync.ack") < target )); do
+    target=$(( $(cat "$pl_dir/sync.ack" 2>/dev/null | wc -l) + $1 ))
+    while (( $(cat "$pl_dir/sync.ack" 2>/dev/null | wc -l) < target )); do
         _running "$pl_writer_pid" || fail "writer died: $(cat "$tmpdir/writer.err")"
         ((SECONDS < deadline)) || fail "writer: no $1 more fsyncs in ${CHAINFS_TIMEOUT}s"
         sleep 0.01
     done
+}
+
+# pl_writer_more N: let a writer started with OPS 0 (forever) acknowledge N
+# more fsyncs, then stop it.
+pl_writer_more()
+{
+    pl_writer_fsyncs "$1"
     kill "$pl_writer_pid"
     wait "$pl_writer_pid" 2>/dev/null || true
 }
