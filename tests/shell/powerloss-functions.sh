@@ -182,13 +182,23 @@ pl_wait_state()
     done
 }
 
+# _acked_fsyncs: how many fsyncs the writer acknowledged so far.
+_acked_fsyncs()
+{
+    if [[ -f $pl_dir/sync.ack ]]; then
+        wc -l <"$pl_dir/sync.ack"
+    else
+        echo 0
+    fi
+}
+
 # pl_writer_fsyncs N: wait until a running writer acknowledged N more
 # fsyncs.
 pl_writer_fsyncs()
 {
     local target deadline=$((SECONDS + CHAINFS_TIMEOUT))
-    target=$(( $(cat "$pl_dir/sync.ack" 2>/dev/null | wc -l) + $1 ))
-    while (( $(cat "$pl_dir/sync.ack" 2>/dev/null | wc -l) < target )); do
+    target=$(( $(_acked_fsyncs) + $1 ))
+    while (( $(_acked_fsyncs) < target )); do
         _running "$pl_writer_pid" || fail "writer died: $(cat "$tmpdir/writer.err")"
         ((SECONDS < deadline)) || fail "writer: no $1 more fsyncs in ${CHAINFS_TIMEOUT}s"
         sleep 0.01
