@@ -103,7 +103,16 @@ bool qcow2_create(const char *filename, const struct block_create_opts *opts,
                     filename, g_strerror(errno));
         return false;
     }
-    int ret = host_pwrite(fd, image, l.total * cs, 0);
+    /* The tables first, then the header that points to them: a power
+     * loss in between leaves a file that is no qcow2 image at all, never
+     * one whose header points at refcounts not yet on disk. */
+    int ret = host_pwrite(fd, image + cs, (l.total - 1) * cs, cs);
+    if (ret == 0 && fdatasync(fd) < 0) {
+        ret = -errno;
+    }
+    if (ret == 0) {
+        ret = host_pwrite(fd, image, cs, 0);
+    }
     if (ret == 0 && fdatasync(fd) < 0) {
         ret = -errno;
     }
