@@ -7,8 +7,8 @@
 #   BENCH_SIZE     virtual size of the chain [1G]
 #   RUNS           runs per metric, the table shows the median [3]
 #   BENCH_RUNTIME  seconds per fio job [5]
-#   BENCH_SECTIONS which parts to run: any of "io bitmaps jobs backup nbd
-#                  big deep" [io bitmaps jobs backup nbd big deep]
+#   BENCH_SECTIONS which parts to run: any of "io bitmaps jobs backup
+#                  fleece nbd big deep" [all of them]
 #   BENCH_BIG_SIZE virtual size of the sparse chain for the RSS rows [1T]
 #   BENCH_DIR      scratch directory, needs ~3x BENCH_SIZE free [/var/tmp/chainfs-bench]
 #   BENCH_DROP_CACHES=1  drop the page cache before each measurement [0]
@@ -24,7 +24,7 @@ SRC=$(cd "$HERE/../.." && pwd)
 SIZE_ARG=${BENCH_SIZE:-1G}
 RUNS=${RUNS:-3}
 RUNTIME=${BENCH_RUNTIME:-5}
-SECTIONS=${BENCH_SECTIONS:-io bitmaps jobs backup nbd big deep}
+SECTIONS=${BENCH_SECTIONS:-io bitmaps jobs backup fleece nbd big deep}
 BIG_ARG=${BENCH_BIG_SIZE:-1T}
 WORK=${BENCH_DIR:-/var/tmp/chainfs-bench}
 QSD=${QSD:-qemu-storage-daemon}
@@ -216,6 +216,9 @@ start_chainfs()
 # export.  The job rows use a read-only export (nothing writes to the disk
 # during them anyway); the I/O rows a writable one.
 QSD_WRITABLE=on
+# QSD_EXPORT=off: start without the export (the fleece rows add theirs
+# over QMP, above a filter); FILE is still where it will be.
+QSD_EXPORT=on
 
 # The graph is given node by node so that commit can name its layers; the
 # export is the same as qemu-storage-daemon(1)'s example.
@@ -230,12 +233,16 @@ start_qsd()
     done
     FILE=$D/export
     touch "$FILE"
+    if [[ $QSD_EXPORT == on ]]; then
+        args+=(--export "type=fuse,id=e,node-name=top,mountpoint=$FILE,writable=$QSD_WRITABLE")
+    fi
     "$QSD" "${args[@]}" \
-        --export "type=fuse,id=e,node-name=top,mountpoint=$FILE,writable=$QSD_WRITABLE" \
         --chardev "socket,path=$D/qmp.sock,server=on,wait=off,id=qmp" \
         --monitor chardev=qmp >>"$D/daemon.log" 2>&1 &
     DPID=$!
-    wait_for "the qemu-storage-daemon export" is_mounted "$FILE"
+    if [[ $QSD_EXPORT == on ]]; then
+        wait_for "the qemu-storage-daemon export" is_mounted "$FILE"
+    fi
     qmp_open "$D/qmp.sock"
 }
 
@@ -699,6 +706,113 @@ backup_one()
     fi
 }
 
+# ---- fleece rows ---------------------------------------------------------
+
+# The guest's random 4K writes while a fleece (an image-fleecing view of
+# the disk frozen at an instant) is active: every first write to a 64 KiB
+# chunk first copies the chunk's old data into a scratch qcow2.
+#   chainfs: `fleece id=f1 disk=vm` (its default store: a temporary qcow2
+#            next to top.qcow2); the view is mnt/vm@f1.
+#   qemu-storage-daemon: QEMU 7.2's image fleecing, started without an
+#            export: a scratch qcow2 node `fl-tmp` (DIR/fleece.qcow2, new,
+#            no backing), a `copy-before-write` filter `fl-cbw` above
+#            `top` with `fl-tmp` as its target (on-cbw-error=break-snapshot,
+#            as chainfs), a `snapshot-access` node `fl-acc` on it (the
+#            view), then the writable FUSE export on `fl-cbw` (the guest's
+#            disk) and a read-only one on `fl-acc` (DIR/view).
+# Both are set up before the clock; afterwards each view must read as
+# guest.raw (the copy is fresh, so that is the disk at the instant), and
+# the fleece must still be healthy (chainfs: the job running; QEMU: the
+# view reads, which fails once the snapshot broke).  The views are read
+# in 64 KiB O_DIRECT requests, one chunk each: QEMU 7.2's snapshot-access
+# answers a read spanning several chunks, some of them copied, with the
+# disk's new data in the copied ones (a 4K or 64K read of the same range
+# is right).  chainfs's view is also read with cmp's larger buffered
+# requests.
+
+# fleece_start_DAEMON: starts the daemon with a fleece on its disk; sets
+# VIEW; fails with JOB_NA set when the daemon cannot.
+fleece_start_chainfs()
+{
+    start_chainfs
+    if ! ctl "fleece id=f1 disk=vm"; then
+        JOB_NA=$CTL_ERR
+        return 1
+    fi
+    VIEW=$D/mnt/vm@f1
+}
+
+fleece_start_qsd()
+{
+    QSD_EXPORT=off start_qsd
+    qemu-img create -q -f qcow2 "$D/fleece.qcow2" "$SIZE"
+    qmp '{"execute":"blockdev-add","arguments":{"driver":"qcow2","node-name":"fl-tmp","file":{"driver":"file","filename":"'$D/fleece.qcow2'"}}}' \
+        >/dev/null || die "qemu-storage-daemon refused blockdev-add of the fleecing image"
+    qmp '{"execute":"blockdev-add","arguments":{"driver":"copy-before-write","node-name":"fl-cbw","file":"top","target":"fl-tmp","on-cbw-error":"break-snapshot"}}' \
+        >/dev/null || die "qemu-storage-daemon refused blockdev-add copy-before-write"
+    qmp '{"execute":"blockdev-add","arguments":{"driver":"snapshot-access","node-name":"fl-acc","file":"fl-cbw"}}' \
+        >/dev/null || die "qemu-storage-daemon refused blockdev-add snapshot-access"
+    qmp '{"execute":"block-export-add","arguments":{"type":"fuse","id":"e","node-name":"fl-cbw","mountpoint":"'$FILE'","writable":true}}' \
+        >/dev/null || die "qemu-storage-daemon refused the FUSE export of copy-before-write"
+    wait_for "the qemu-storage-daemon export" is_mounted "$FILE"
+    VIEW=$D/view
+    touch "$VIEW"
+    qmp '{"execute":"block-export-add","arguments":{"type":"fuse","id":"v","node-name":"fl-acc","mountpoint":"'$VIEW'","writable":false}}' \
+        >/dev/null || die "qemu-storage-daemon refused the FUSE export of snapshot-access"
+    wait_for "the qemu-storage-daemon view" is_mounted "$VIEW"
+}
+
+# fleece_check_DAEMON: the fleece is still healthy (the view is compared
+# with guest.raw by fleece_one); logs how much the store holds.
+fleece_check_chainfs()
+{
+    local st
+    st=$(cat "$D/mnt/.jobs/f1/status")
+    grep -qx 'state: running' <<<"$st" || die "chainfs fleece not running: $(tr '\n' ' ' <<<"$st")"
+    log "chainfs fleece store: $(sed -n 's/^store-bytes: //p' <<<"$st") bytes of guest data"
+}
+
+fleece_check_qsd()
+{
+    log "qemu-storage-daemon fleecing image: $(du -B1 "$D/fleece.qcow2" | cut -f1) bytes allocated"
+}
+
+# fleece_stop_DAEMON: end the fleece (chainfs: cancel, wait for the end).
+fleece_stop_chainfs()
+{
+    ctl "cancel f1" || die "chainfs: cancel f1: $CTL_ERR"
+    wait_for "chainfs fleece concluded" cfs_job_is f1 concluded
+}
+
+fleece_stop_qsd() { :; }
+
+fleece_one()
+{
+    local who=$1 v
+    JOB_NA=
+    fresh main
+    drop_caches
+    if ! "fleece_start_$who"; then
+        stop_daemon
+        log "$who fleece: n/a: $JOB_NA"
+        na fleece_iops "$who" "$JOB_NA"
+        na rss_fleece_iops "$who" "$JOB_NA"
+        return
+    fi
+    v=$(fio_run "$FILE" randwrite 4k 1 1)
+    "fleece_check_$who"
+    dd if="$VIEW" bs=64K iflag=direct status=none | cmp -s - "$WORK/chain-main/guest.raw" ||
+        die "fleece ($who): the view (64K O_DIRECT reads) differs from the disk at the instant"
+    if [[ $who == chainfs ]]; then
+        cmp -s "$VIEW" "$WORK/chain-main/guest.raw" ||
+            die "fleece ($who): the view (buffered reads) differs from the disk at the instant"
+    fi
+    "fleece_stop_$who"
+    stop_daemon
+    record fleece_iops "$who" "$v"
+    record rss_fleece_iops "$who" "$HWM"
+}
+
 # ---- NBD rows ------------------------------------------------------------
 
 # A mirror sync=full of the main chain to an NBD export on a Unix socket,
@@ -966,6 +1080,12 @@ for ((run = 1; run <= RUNS; run++)); do
                 log "run $run/$RUNS: backup ($what) on $who"
                 backup_one "$who" "$what"
             done
+        done
+    fi
+    if want fleece; then
+        for who in "${order[@]}"; do
+            log "run $run/$RUNS: rand write 4K during a fleece on $who"
+            fleece_one "$who"
         done
     fi
     if want nbd; then

@@ -62,11 +62,11 @@ BEGIN {
     order = "seqread seqwrite randread1 randread4 randwrite1 randwrite4 " \
             "bm_seqwrite_0 bm_seqwrite_1 bm_seqwrite_8 " \
             "bm_randwrite1_0 bm_randwrite1_1 bm_randwrite1_8 " \
-            "mirror stream commit_mid commit_active backup backup_iops " \
+            "mirror stream commit_mid commit_active backup backup_iops fleece_iops " \
             "nbd_mirror nbd_mirror_lat bigstream " \
             "rss_seqread rss_seqwrite rss_randread1 rss_randread4 " \
             "rss_randwrite1 rss_randwrite4 rss_mirror rss_stream " \
-            "rss_commit_mid rss_commit_active rss_backup " \
+            "rss_commit_mid rss_commit_active rss_backup rss_fleece_iops " \
             "rss_nbd_mirror rss_nbd_mirror_lat rss_bigopen " \
             "rss_bigstream"
     label["seqread"] = "seq read 1M, 1 job (MiB/s)"
@@ -94,6 +94,7 @@ BEGIN {
     label["commit_active"] = "commit top+mid into base, active, until complete (s)"
     label["backup"] = "backup sync=full to new qcow2, until concluded (s)"
     label["backup_iops"] = "rand write 4K, 1 job, during a backup at 4 MiB/s (IOPS)"
+    label["fleece_iops"] = "rand write 4K, 1 job, while a fleece is active (IOPS)"
     label["nbd_mirror"] = "mirror sync=full to qemu-nbd (unix socket), until complete (s)"
     label["nbd_mirror_lat"] = "mirror sync=full to NBD with 1 ms latency, until complete (s)"
     label["bigstream"] = "stream, sparse " big " chain (s)"
@@ -101,7 +102,7 @@ BEGIN {
     label["rss_bigstream"] = "peak RSS: sparse " big " chain streamed (MiB)"
     unit["seqread"] = unit["seqwrite"] = "MiB/s"
     unit["randread1"] = unit["randread4"] = unit["randwrite1"] = unit["randwrite4"] = "IOPS"
-    unit["backup_iops"] = "IOPS"
+    unit["backup_iops"] = unit["fleece_iops"] = "IOPS"
     unit["backup"] = "s"
     unit["mirror"] = unit["stream"] = unit["commit_mid"] = unit["commit_active"] = unit["bigstream"] = "s"
     unit["nbd_mirror"] = unit["nbd_mirror_lat"] = "s"

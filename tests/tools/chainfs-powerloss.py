@@ -30,6 +30,9 @@ The model (strict POSIX, like ALICE and CrashMonkey):
     already held: the page cache and the device keep only the newest).
     Pending name changes form a journal: some prefix of them survives.  A
     new file whose name is not durable may vanish, data and all.
+  * A file whose name was unlinked while it was open goes on being
+    written (records "NAME\0TOKEN", TOKEN the UNLINK's): it is the same
+    file, which survives a crash only if the unlink did not.
   * Files matching an --oracle glob (the workload's own record of what was
     acknowledged: the writer's "synced N" log, the test's marks) are
     written exactly as they were at the crash, all records applied.
@@ -67,7 +70,12 @@ class Record:
                  "result", "data_at", "data_len", "file_id", "pid")
 
     def describe(self):
-        what = f"#{self.index} {OP_NAMES[self.op]} {self.path}"
+        path = self.path.split("\0")[0] + \
+            (" (unlinked)" if "\0" in self.path and self.op != RENAME
+             else "")
+        if self.op == RENAME:
+            path = self.path.replace("\0", " -> ")
+        what = f"#{self.index} {OP_NAMES[self.op]} {path}"
         if self.op == WRITE:
             what += f" [{self.offset}, +{self.length})"
         elif self.op in (TRUNCATE, FALLOCATE):
@@ -119,6 +127,7 @@ class Model:
         self.names = []         # name changes: CREATE, UNLINK, RENAME records
         self.initial_names = {}  # name -> file id
         self.initial_file = {}   # file id -> path of its initial copy
+        unlinked = {}            # UNLINK token -> the file id it unlinked
         for name in sorted(os.listdir(initial)):
             path = os.path.join(initial, name)
             if os.path.isfile(path):
@@ -128,6 +137,14 @@ class Model:
         live = dict(self.initial_names)
         generation = {}
         begins = {}
+
+        def file_of(path):
+            """The file a record's path names: "NAME\\0TOKEN" is a file
+            whose name was unlinked while it was open."""
+            if "\0" in path:
+                return unlinked.get(int(path.split("\0")[1]))
+            return live.get(path)
+
         for r in records:
             if "/" in r.path and r.op != RENAME:
                 sys.exit(f"chainfs-powerloss: {r.path}: subdirectories are "
@@ -139,6 +156,7 @@ class Model:
                 self.names.append(r)
             elif r.op == UNLINK:
                 r.file_id = live.pop(r.path, None)
+                unlinked[r.token] = r.file_id
                 self.names.append(r)
             elif r.op == RENAME:
                 old, new = r.path.split("\0")
@@ -147,18 +165,20 @@ class Model:
                     sys.exit(f"chainfs-powerloss: rename of unknown {old}")
                 live[new] = r.file_id
                 self.names.append(r)
-            elif r.op in (FLUSH_BEGIN, FLUSH_END):
-                key = "." if r.arg & FLUSH_DIRECTORY else live.get(r.path)
+            elif r.op == FLUSH_BEGIN:
+                key = "." if r.arg & FLUSH_DIRECTORY else file_of(r.path)
                 if key is None:
                     sys.exit(f"chainfs-powerloss: flush of unknown {r.path}")
                 r.file_id = key
-                if r.op == FLUSH_BEGIN:
-                    begins[(r.pid, r.token)] = r.index
-                elif r.result == 0:
-                    begin = begins.pop((r.pid, r.token))
+                begins[(r.pid, r.token)] = (r.index, key)
+            elif r.op == FLUSH_END:
+                # The file the flush began on (its name may be gone now).
+                begin, key = begins.pop((r.pid, r.token))
+                r.file_id = key
+                if r.result == 0:
                     self.flushes.setdefault(key, []).append((r.index, begin))
             elif r.op in (WRITE, TRUNCATE, FALLOCATE):
-                r.file_id = live.get(r.path)
+                r.file_id = file_of(r.path)
                 if r.file_id is None:
                     sys.exit(f"chainfs-powerloss: {r.path}: written but "
                              f"neither in the initial copy nor created")

@@ -17,7 +17,10 @@
  *   are made durable by it; FLUSH_END after it); ftruncate; fallocate and
  *   posix_fallocate; unlink, unlinkat, rename, renameat, renameat2;
  *   sync_file_range (a HINT: no durability).  dup, dup2 and dup3 carry the
- *   file over to the new descriptor; close forgets it.
+ *   file over to the new descriptor; close forgets it.  A descriptor whose
+ *   name was unlinked while it was open (a temporary file) goes on being
+ *   recorded, as "NAME\0TOKEN" with the UNLINK record's token, so that the
+ *   replay tells that file from a new one of the same name.
  * Write paths the replay cannot model (mmap MAP_SHARED writable,
  * copy_file_range, sendfile, splice into a recorded file, truncate by
  * name, link, syncfs, sync, stdio streams opened for writing) abort the
@@ -57,6 +60,8 @@
 struct tracked_fd {
     char *path;             /* relative to record_dir, "." for itself */
     bool is_directory;
+    uint64_t unlinked;      /* the UNLINK record's token once the name is
+                               gone (atomic), else 0 */
 };
 
 static pthread_mutex_t record_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -172,6 +177,33 @@ static void append(uint16_t op, const char *path, uint64_t token,
     pthread_mutex_unlock(&record_lock);
 }
 
+/* The path to record for t in buf: its name, or "NAME\0TOKEN" once the
+ * name was unlinked; returns its length. */
+static size_t record_path(const struct tracked_fd *t, char *buf, size_t size)
+{
+    uint64_t unlinked = __atomic_load_n(&t->unlinked, __ATOMIC_ACQUIRE);
+    int n = unlinked ? snprintf(buf, size, "%s%c%llu", t->path, '\0',
+                                (unsigned long long)unlinked)
+                     : snprintf(buf, size, "%s", t->path);
+
+    return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
+}
+
+/* append() for a record about the file behind t. */
+static void append_fd(uint16_t op, const struct tracked_fd *t,
+                      uint64_t token, int64_t offset, uint64_t length,
+                      uint64_t arg, int32_t result, const struct iovec *data,
+                      int data_count, uint32_t data_len)
+{
+    char path[PATH_MAX + 32];
+    size_t path_len = record_path(t, path, sizeof(path));
+
+    pthread_mutex_lock(&record_lock);
+    append_locked(op, path, path_len, token, offset, length, arg, result,
+                  data, data_count, data_len);
+    pthread_mutex_unlock(&record_lock);
+}
+
 /* An unsupported write path on a recorded file: say so and stop. */
 __attribute__((noreturn)) static void unsupported(const char *call,
                                                   const char *path)
@@ -273,6 +305,7 @@ static void track_locked(int fd, const char *name, bool is_directory)
         abort();
     }
     t->is_directory = is_directory;
+    t->unlinked = 0;
     struct tracked_fd *old = fd_table[fd];
     __atomic_store_n(&fd_table[fd], t, __ATOMIC_RELEASE);
     if (old) {
@@ -466,6 +499,7 @@ static int duplicated(int oldfd, int newfd)
                                                          : NULL;
     if (t) {
         track_locked(newfd, t->path, t->is_directory);
+        fd_table[newfd]->unlinked = t->unlinked;
     } else {
         untrack_locked(newfd);
     }
@@ -500,8 +534,8 @@ static void record_write(struct tracked_fd *t, int64_t offset,
         unsupported("write to a directory", t->path);
     }
     if (n > 0) {
-        append(RECORD_WRITE, t->path, 0, offset, (uint64_t)n, 0, 0, iov,
-               iovcnt, (uint32_t)n);
+        append_fd(RECORD_WRITE, t, 0, offset, (uint64_t)n, 0, 0, iov,
+                  iovcnt, (uint32_t)n);
     }
 }
 
@@ -592,13 +626,16 @@ ssize_t write(int fd, const void *buf, size_t count)
     if (!t) {
         return real_write(fd, buf, count);
     }
+    char path[PATH_MAX + 32];
+    size_t path_len;
     pthread_mutex_lock(&record_lock);
     ssize_t n = real_write(fd, buf, count);
     int err = errno;
     off_t end = lseek(fd, 0, SEEK_CUR);
     if (n > 0) {
         struct iovec iov = { (void *)buf, count };
-        append_locked(RECORD_WRITE, t->path, strlen(t->path), 0, end - n,
+        path_len = record_path(t, path, sizeof(path));
+        append_locked(RECORD_WRITE, path, path_len, 0, end - n,
                       (uint64_t)n, 0, 0, &iov, 1, (uint32_t)n);
     }
     pthread_mutex_unlock(&record_lock);
@@ -613,12 +650,15 @@ ssize_t writev(int fd, const struct iovec *iov, int iovcnt)
     if (!t) {
         return real_writev(fd, iov, iovcnt);
     }
+    char path[PATH_MAX + 32];
+    size_t path_len;
     pthread_mutex_lock(&record_lock);
     ssize_t n = real_writev(fd, iov, iovcnt);
     int err = errno;
     off_t end = lseek(fd, 0, SEEK_CUR);
     if (n > 0) {
-        append_locked(RECORD_WRITE, t->path, strlen(t->path), 0, end - n,
+        path_len = record_path(t, path, sizeof(path));
+        append_locked(RECORD_WRITE, path, path_len, 0, end - n,
                       (uint64_t)n, 0, 0, iov, iovcnt, (uint32_t)n);
     }
     pthread_mutex_unlock(&record_lock);
@@ -634,20 +674,23 @@ static int flush(int fd, int (*real)(int), unsigned flags)
     if (!t) {
         return real(fd);
     }
-    char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s", t->path);
+    /* The end carries the begin's path: the replay pairs them by token. */
+    char path[PATH_MAX + 32];
+    size_t path_len = record_path(t, path, sizeof(path));
     if (t->is_directory) {
         flags |= RECORD_FLUSH_DIRECTORY;
     }
     pthread_mutex_lock(&record_lock);
     uint64_t token = ++next_token;
-    append_locked(RECORD_FLUSH_BEGIN, path, strlen(path), token, 0, 0, flags,
+    append_locked(RECORD_FLUSH_BEGIN, path, path_len, token, 0, 0, flags,
                   0, NULL, 0, 0);
     pthread_mutex_unlock(&record_lock);
     int ret = real(fd);
     int err = errno;
-    append(RECORD_FLUSH_END, path, token, 0, 0, flags, ret < 0 ? -err : 0,
-           NULL, 0, 0);
+    pthread_mutex_lock(&record_lock);
+    append_locked(RECORD_FLUSH_END, path, path_len, token, 0, 0, flags,
+                  ret < 0 ? -err : 0, NULL, 0, 0);
+    pthread_mutex_unlock(&record_lock);
     errno = err;
     return ret;
 }
@@ -671,8 +714,8 @@ int sync_file_range(int fd, off64_t offset, off64_t nbytes,
     int ret = real_sync_file_range(fd, offset, nbytes, flags);
     struct tracked_fd *t = tracked(fd);
     if (t && ret == 0) {
-        append(RECORD_HINT, t->path, 0, offset, (uint64_t)nbytes, flags, 0,
-               NULL, 0, 0);
+        append_fd(RECORD_HINT, t, 0, offset, (uint64_t)nbytes, flags, 0,
+                  NULL, 0, 0);
     }
     return ret;
 }
@@ -701,7 +744,7 @@ static int sized(int fd, int ret, uint64_t length)
 {
     struct tracked_fd *t = tracked(fd);
     if (t && ret == 0) {
-        append(RECORD_TRUNCATE, t->path, 0, 0, length, 0, 0, NULL, 0, 0);
+        append_fd(RECORD_TRUNCATE, t, 0, 0, length, 0, 0, NULL, 0, 0);
     }
     return ret;
 }
@@ -723,8 +766,8 @@ static int allocated(int fd, int ret, int mode, int64_t offset,
 {
     struct tracked_fd *t = tracked(fd);
     if (t && ret == 0) {
-        append(RECORD_FALLOCATE, t->path, 0, offset, (uint64_t)length,
-               (uint64_t)mode, 0, NULL, 0, 0);
+        append_fd(RECORD_FALLOCATE, t, 0, offset, (uint64_t)length,
+                  (uint64_t)mode, 0, NULL, 0, 0);
     }
     return ret;
 }
@@ -759,10 +802,24 @@ int posix_fallocate64(int fd, off64_t offset, off64_t len)
 
 /* ---- names ------------------------------------------------------------- */
 
+/* The name is gone: record it with a token of its own, and mark the
+ * descriptors still open on it (a file open under that name, not already
+ * unlinked) with that token. */
 static int removed(int ret, const char *name)
 {
     if (ret == 0 && name) {
-        append(RECORD_UNLINK, name, 0, 0, 0, 0, 0, NULL, 0, 0);
+        pthread_mutex_lock(&record_lock);
+        uint64_t token = ++next_token;
+        append_locked(RECORD_UNLINK, name, strlen(name), token, 0, 0, 0, 0,
+                      NULL, 0, 0);
+        for (int fd = 0; fd < MAX_FDS; fd++) {
+            struct tracked_fd *t = fd_table[fd];
+            if (t && !t->is_directory && !t->unlinked &&
+                strcmp(t->path, name) == 0) {
+                __atomic_store_n(&t->unlinked, token, __ATOMIC_RELEASE);
+            }
+        }
+        pthread_mutex_unlock(&record_lock);
     }
     return ret;
 }

@@ -23,7 +23,9 @@ enum chainfs_record_op {
     RECORD_FLUSH_END = 4,   /* token, result: that call returned */
     RECORD_TRUNCATE = 5,    /* length: ftruncate, O_TRUNC */
     RECORD_FALLOCATE = 6,   /* offset, length, arg = mode */
-    RECORD_UNLINK = 7,      /* the name is gone */
+    RECORD_UNLINK = 7,      /* the name is gone; token: this unlink's.
+                               Later records of a descriptor still open on
+                               that file have path "NAME\0TOKEN" */
     RECORD_RENAME = 8,      /* path = "OLD\0NEW" */
     RECORD_HINT = 9,        /* sync_file_range: no durability */
     RECORD_FAILURE = 10,    /* an unsupported write path was used: path =
