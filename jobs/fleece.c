@@ -62,6 +62,7 @@ static void fleece_clean(struct job *job)
     fleece_view_close(f->view);
     if (f->store_path) {
         unlink(f->store_path);
+        (void)block_sync_parent_dir(f->store_path);
     }
 }
 
@@ -159,9 +160,11 @@ static struct block_node *open_store(struct disk *disk, const char *dir,
         path = temp;
     }
     store = block_node_open(path, "qcow2", false, errp);
-    /* A temporary store needs no name: a crash leaves nothing behind. */
+    /* A temporary store needs no name: a crash leaves nothing behind,
+     * and a power loss neither once the directory is synced. */
     if (!store || temp) {
         unlink(path);
+        (void)block_sync_parent_dir(path);
     }
     return store;
 }
