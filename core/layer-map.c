@@ -50,8 +50,10 @@ static struct layer_map *build(struct block_node *node)
     struct layer_map *map = g_malloc(sizeof(*map) + extents->len *
                                      sizeof(struct layer_extent));
     map->count = extents->len;
-    memcpy(map->extents, extents->data,
-           extents->len * sizeof(struct layer_extent));
+    if (extents->len > 0) {
+        memcpy(map->extents, extents->data,
+               extents->len * sizeof(struct layer_extent));
+    }
     return map;
 }
 

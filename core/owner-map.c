@@ -200,7 +200,9 @@ static struct owner_map *build(struct block_node *head, uint64_t epoch)
     memcpy(map->layers, layers->data, layer_bytes);
     map->count = extents->len;
     map->extents = (struct owner_extent *)((char *)map->layers + layer_bytes);
-    memcpy(map->extents, extents->data, extent_bytes);
+    if (extent_bytes > 0) {
+        memcpy(map->extents, extents->data, extent_bytes);
+    }
     return map;
 }
 
