@@ -5,8 +5,9 @@
  * Usage: chainfs-readbench IMAGE [READS [BLOCK]]
  *   opens IMAGE's chain read-only, warms up with READS random reads of
  *   BLOCK bytes (default 200000 reads of 4096), then times as many more
- *   and prints "NS_PER_READ cpu-ns/read" on stdout.  Exit status 0, or 1
- *   with a message.
+ *   and prints "NS_PER_READ cpu-ns/read" on stdout, then the memory of
+ *   the owner map under the top (owner-map.h) and of the layer maps.
+ *   Exit status 0, or 1 with a message.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -15,6 +16,8 @@
 
 #include "core/chain.h"
 #include "core/disk.h"
+#include "core/layer-map.h"
+#include "core/owner-map.h"
 
 static uint64_t next_random(uint64_t *state)
 {
@@ -76,6 +79,15 @@ int main(int argc, char **argv)
         return 1;
     }
     printf("%.0f cpu-ns/read\n", (double)(t1 - t0) / reads);
+    unsigned stretch = 0;
+    size_t owner_bytes = top->backing ? owner_map_bytes(top->backing,
+                                                        &stretch) : 0;
+    size_t layer_bytes = 0;
+    for (struct block_node *node = top; node; node = node->backing) {
+        layer_bytes += layer_map_bytes(node);
+    }
+    printf("owner map: %zu bytes over %u layers; layer maps: %zu bytes\n",
+           owner_bytes, stretch, layer_bytes);
     disk_close(disk);
     return 0;
 }
