@@ -8,6 +8,7 @@
 
 #include "block.h"
 #include "layer-map.h"
+#include "owner-map.h"
 
 G_DEFINE_QUARK(chainfs-error-quark, chainfs_error)
 
@@ -150,8 +151,9 @@ bool block_create_durable(const struct block_driver *drv,
 /* The layer of the chain from node down that decides the run at offset:
  * *owner is that layer (NULL: no layer does, the run reads as zeros) and
  * *run the length, at most len, over which the answer holds.  *flags gets
- * the owner's status (BLOCK_STATUS_ZERO: it reads as zeros).  One status
- * call per layer above the owner, each bounded by the run found so far, as
+ * the owner's status (BLOCK_STATUS_ZERO: it reads as zeros).  A read-only
+ * stretch answers with one lookup in its owner map; other layers are
+ * asked one status call each, bounded by the run found so far, as
  * block_chain_status walks; the bottom layer is asked nothing, as nothing
  * lies below it to fall through to. */
 static int chain_find_owner(struct block_node *node, uint64_t offset,
@@ -160,7 +162,7 @@ static int chain_find_owner(struct block_node *node, uint64_t offset,
 {
     *owner = NULL;
     *flags = BLOCK_STATUS_ZERO;
-    for (; node; node = node->backing) {
+    while (node) {
         if (offset >= node->size) {
             break;              /* past a shorter layer: zeros */
         }
@@ -168,6 +170,19 @@ static int chain_find_owner(struct block_node *node, uint64_t offset,
         if (!node->backing) {
             *owner = node;
             *flags = 0;
+            break;
+        }
+        struct owner_run owned;
+        if (owner_map_lookup(node, offset, len, &owned)) {
+            len = owned.len;
+            if (owned.kind == OWNER_BELOW) {
+                node = owned.node;
+                continue;
+            }
+            if (owned.kind == OWNER_LAYER) {
+                *owner = owned.node;
+                *flags = owned.status;
+            }
             break;
         }
         uint64_t n;
@@ -181,6 +196,7 @@ static int chain_find_owner(struct block_node *node, uint64_t offset,
             *flags = status;
             break;
         }
+        node = node->backing;
     }
     *run = len;
     return 0;
@@ -254,11 +270,23 @@ int block_node_map(struct block_node *node, uint64_t offset, uint64_t len,
             break;              /* past a shorter backing file: zeros */
         }
         len = MIN(len, node->size - offset);
-        uint64_t skip;
-        if (layer_map_unallocated(node, offset, len, &skip)) {
-            len = skip;         /* decided below, without a driver call */
-            node = node->backing;
-            continue;
+        struct owner_run owned;
+        if (owner_map_lookup(node, offset, len, &owned)) {
+            len = owned.len;
+            if (owned.kind == OWNER_PAST_END) {
+                break;
+            }
+            node = owned.node;  /* the owner, or where to walk on */
+            if (owned.kind == OWNER_BELOW) {
+                continue;
+            }
+        } else {
+            uint64_t skip;
+            if (layer_map_unallocated(node, offset, len, &skip)) {
+                len = skip;     /* decided below, without a driver call */
+                node = node->backing;
+                continue;
+            }
         }
         if (!node->driver->map) {
             return -ENOTSUP;
@@ -298,9 +326,23 @@ int block_chain_status(struct block_node *node, uint64_t offset,
 {
     uint64_t run = len;
 
-    for (; node; node = node->backing) {
+    while (node) {
         if (offset >= node->size) {
             break;
+        }
+        struct owner_run owned;
+        if (owner_map_lookup(node, offset, MIN(run, node->size - offset),
+                             &owned)) {
+            run = owned.len;
+            if (owned.kind == OWNER_BELOW) {
+                node = owned.node;
+                continue;
+            }
+            if (owned.kind == OWNER_PAST_END) {
+                break;
+            }
+            *pnum = run;
+            return owned.status;
         }
         uint64_t n;
         int flags = layer_status(node, offset, MIN(run, node->size - offset),
@@ -315,6 +357,7 @@ int block_chain_status(struct block_node *node, uint64_t offset,
             *pnum = run;
             return flags;
         }
+        node = node->backing;
     }
     /* Nothing in the chain allocates it: it reads as zeros. */
     *pnum = run;

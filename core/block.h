@@ -238,6 +238,12 @@ struct block_node {
 
     /* What a read-only backing layer allocates (layer-map.h), or NULL. */
     struct layer_map *layer_map;
+
+    /* Who owns each range of the read-only stretch from here down
+     * (owner-map.h), or NULL; and how many times this node was reopened
+     * or made a backing layer, which such maps check. */
+    struct owner_map *owner_map;
+    uint64_t reopens;
 };
 
 /* The drivers the core knows, NULL-terminated; probing tries them in

@@ -13,6 +13,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -22,6 +23,7 @@
 #include "chain.h"
 #include "image-lock.h"
 #include "layer-map.h"
+#include "owner-map.h"
 
 /* Probing looks at no more than this: every format's magic fits. */
 #define PROBE_BYTES 512
@@ -116,6 +118,7 @@ static int open_image_file(const char *filename, bool read_only,
 static void block_node_free(struct block_node *node)
 {
     layer_map_clear(node);
+    owner_map_clear(node);
     if (node->fd >= 0) {
         close(node->fd);
     }
@@ -226,6 +229,7 @@ bool block_node_make_backing(struct block_node *node, GError **errp)
         return false;
     }
     node->read_only = true;
+    owner_maps_layer_changed(node);
     return true;
 }
 
@@ -346,18 +350,52 @@ bool block_node_reopen(struct block_node *node, bool read_only,
     if (node->read_only == read_only) {
         return true;
     }
-    return read_only ? reopen_read_only(node, errp)
-                     : reopen_read_write(node, errp);
+    bool ok = read_only ? reopen_read_only(node, errp)
+                        : reopen_read_write(node, errp);
+    /* Even a failed reopen may have passed through the other mode. */
+    owner_maps_layer_changed(node);
+    return ok;
+}
+
+/* chain_is_allocated_above's answer from the owner map of the stretch
+ * that starts at node: 1 or 0, or -1 when the walk goes on from run->node
+ * (below the stretch, and above base). */
+static int allocated_above_in_stretch(struct block_node *node,
+                                      struct block_node *base,
+                                      const struct owner_run *run)
+{
+    /* base's place in the stretch (past it: UINT_MAX) */
+    unsigned base_layer = base && base->depth > node->depth ?
+        base->depth - node->depth : UINT_MAX;
+
+    if (run->kind == OWNER_BELOW) {
+        return run->layer >= base_layer ? 0 : -1;
+    }
+    /* An owner or a shorter layer above base: allocated. */
+    return run->layer < base_layer;
 }
 
 int chain_is_allocated_above(struct block_node *top, struct block_node *base,
                              uint64_t offset, uint64_t len, uint64_t *pnum)
 {
-    for (struct block_node *node = top; node && node != base;
-         node = node->backing) {
+    struct block_node *node = top;
+
+    while (node && node != base) {
         if (offset >= node->size) {
             *pnum = len;
             return 1;
+        }
+        struct owner_run owned;
+        if (owner_map_lookup(node, offset, MIN(len, node->size - offset),
+                             &owned)) {
+            len = owned.len;
+            int allocated = allocated_above_in_stretch(node, base, &owned);
+            if (allocated >= 0) {
+                *pnum = len;
+                return allocated;
+            }
+            node = owned.node;
+            continue;
         }
         uint64_t n;
         int status = layer_status(node, offset,
@@ -371,6 +409,7 @@ int chain_is_allocated_above(struct block_node *top, struct block_node *base,
             return 1;
         }
         len = n;
+        node = node->backing;
     }
     *pnum = len;
     return 0;

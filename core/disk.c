@@ -21,6 +21,7 @@
 #include "copy-before-write.h"
 #include "disk.h"
 #include "named-bitmap.h"
+#include "owner-map.h"
 
 static void lock_bitmap_list(struct disk *disk)
 {
@@ -384,6 +385,9 @@ void disk_drain_begin(struct disk *disk)
 
 void disk_drain_end(struct disk *disk)
 {
+    /* Owner maps a reopen under the drain made stale go before readers
+     * come back (owner-map.h). */
+    owner_maps_sweep_drained(disk->top);
     pthread_rwlock_unlock(&disk->io_lock);
 }
 
@@ -429,6 +433,7 @@ int disk_remove_layers_drained(struct disk *disk, struct block_node *above,
     int first_error = 0;
 
     __atomic_add_fetch(&disk->chain_generation, 1, __ATOMIC_RELEASE);
+    owner_maps_clear_drained(disk->top);
     above->backing = below;
     while (node && node != below) {
         struct block_node *backing = node->backing;
@@ -466,6 +471,8 @@ int disk_switch_top_drained(struct disk *disk, struct block_node *new_top)
     unsigned depth = 0;
 
     __atomic_add_fetch(&disk->chain_generation, 1, __ATOMIC_RELEASE);
+    owner_maps_clear_drained(disk->top);
+    owner_maps_clear_drained(new_top);
     disk->top = new_top;
     for (struct block_node *node = new_top; node; node = node->backing) {
         node->depth = depth++;

@@ -4,12 +4,6 @@
 
 #include "layer-map.h"
 
-struct layer_extent {
-    uint64_t start;
-    uint64_t end;
-    int status;             /* BLOCK_STATUS_ALLOCATED | DATA or ZERO */
-};
-
 struct layer_map {
     size_t count;
     struct layer_extent extents[];
@@ -56,8 +50,10 @@ static struct layer_map *build(struct block_node *node)
     struct layer_map *map = g_malloc(sizeof(*map) + extents->len *
                                      sizeof(struct layer_extent));
     map->count = extents->len;
-    memcpy(map->extents, extents->data,
-           extents->len * sizeof(struct layer_extent));
+    if (extents->len > 0) {
+        memcpy(map->extents, extents->data,
+               extents->len * sizeof(struct layer_extent));
+    }
     return map;
 }
 
@@ -131,6 +127,21 @@ bool layer_map_unallocated(struct block_node *node, uint64_t offset,
     }
     struct layer_map *map = get_map(node);
     return map && map != &unmappable && map_status(map, offset, len, pnum) == 0;
+}
+
+bool layer_map_extents(struct block_node *node,
+                       const struct layer_extent **extents, size_t *count)
+{
+    if (!may_map(node)) {
+        return false;
+    }
+    struct layer_map *map = get_map(node);
+    if (!map || map == &unmappable) {
+        return false;
+    }
+    *extents = map->extents;
+    *count = map->count;
+    return true;
 }
 
 void layer_map_clear(struct block_node *node)

@@ -25,6 +25,13 @@
  * each, plus flags). */
 #define LAYER_MAP_MAX_EXTENTS 16384
 
+/* One run that a layer allocates. */
+struct layer_extent {
+    uint64_t start;
+    uint64_t end;
+    int status;             /* BLOCK_STATUS_ALLOCATED | DATA or ZERO */
+};
+
 /* block_status of node, from its map when node may have one (read-only,
  * below the top of its chain), else from its driver. */
 int layer_status(struct block_node *node, uint64_t offset, uint64_t len,
@@ -34,6 +41,13 @@ int layer_status(struct block_node *node, uint64_t offset, uint64_t len,
  * (*pnum <= len): false when it allocates offset, or has no map. */
 bool layer_map_unallocated(struct block_node *node, uint64_t offset,
                            uint64_t len, uint64_t *pnum)
+    __attribute__((nonnull));
+
+/* node's allocated extents, sorted, from its map (built if need be):
+ * false when node has none (writable, the top, too fragmented, or its
+ * driver failed).  They stay valid until layer_map_clear. */
+bool layer_map_extents(struct block_node *node,
+                       const struct layer_extent **extents, size_t *count)
     __attribute__((nonnull));
 
 /* Drop node's map (closing, or about to become writable; no I/O on the

@@ -19,6 +19,7 @@
 
 #include "core/block.h"
 #include "core/layer-map.h"
+#include "core/owner-map.h"
 
 #define LAYERS 2000
 #define CLUSTER 4096
@@ -146,6 +147,7 @@ static void chain_free(struct chain *c)
 {
     for (unsigned i = 0; i < LAYERS; i++) {
         layer_map_clear(c->nodes[i]);
+        owner_map_clear(c->nodes[i]);
         g_free(c->nodes[i]);
     }
     g_free(c);
