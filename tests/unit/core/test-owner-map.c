@@ -435,6 +435,19 @@ static void *race_reader(void *opaque)
     return NULL;
 }
 
+/* Wait (polling, at most ten seconds) until the readers made `reads`
+ * reads or one of them failed. */
+static void wait_for_reads(struct race *r, unsigned reads)
+{
+    for (int i = 0; i < 10000; i++) {
+        if (__atomic_load_n(&r->reads, __ATOMIC_RELAXED) >= reads ||
+            __atomic_load_n(&r->failure, __ATOMIC_ACQUIRE)) {
+            return;
+        }
+        g_usleep(1000);
+    }
+}
+
 /* One round: a snapshot, a commit of two layers (base written while
  * writable and readers run), and a stream of the top's backing layer. */
 static void race_round(struct disk *disk)
@@ -480,6 +493,10 @@ static void test_readers_race_changes(void **state)
                          0);
     }
     for (unsigned round = 0; round < ROUNDS; round++) {
+        /* Let the readers in between the changes: the drains prefer the
+         * writer, and on a busy machine the rounds could otherwise all
+         * run before any reader is scheduled. */
+        wait_for_reads(&r, __atomic_load_n(&r.reads, __ATOMIC_RELAXED) + 1);
         race_round(disk);
     }
     __atomic_store_n(&r.stop, true, __ATOMIC_RELEASE);
