@@ -6,6 +6,8 @@
 #include <unistd.h>
 #include <glib/gstdio.h>
 
+#include "core/layer-map.h"
+#include "core/owner-map.h"
 #include "qcow2-test-util.h"
 
 char *tu_tmpdir(void)
@@ -121,6 +123,9 @@ int tu_close(struct block_node *node)
         if (ret < 0 && first == 0) {
             first = ret;
         }
+        /* What reads through the chain built for the node. */
+        layer_map_clear(node);
+        owner_map_clear(node);
         close(node->fd);
         g_free(node->filename);
         g_free(node->backing_name);
