@@ -7,7 +7,7 @@
 #   BENCH_SIZE     virtual size of the chain [1G]
 #   RUNS           runs per metric, the table shows the median [3]
 #   BENCH_RUNTIME  seconds per fio job [5]
-#   BENCH_SECTIONS which parts to run: any of "io bitmaps jobs big" [io bitmaps jobs big]
+#   BENCH_SECTIONS which parts to run: any of "io bitmaps jobs durable big" [io bitmaps jobs durable big]
 #   BENCH_BIG_SIZE virtual size of the sparse chain for the RSS rows [1T]
 #   BENCH_DIR      scratch directory, needs ~3x BENCH_SIZE free [/var/tmp/chainfs-bench]
 #   BENCH_DROP_CACHES=1  drop the page cache before each measurement [0]
@@ -23,7 +23,7 @@ SRC=$(cd "$HERE/../.." && pwd)
 SIZE_ARG=${BENCH_SIZE:-1G}
 RUNS=${RUNS:-3}
 RUNTIME=${BENCH_RUNTIME:-5}
-SECTIONS=${BENCH_SECTIONS:-io bitmaps jobs big}
+SECTIONS=${BENCH_SECTIONS:-io bitmaps jobs durable big}
 BIG_ARG=${BENCH_BIG_SIZE:-1T}
 WORK=${BENCH_DIR:-/var/tmp/chainfs-bench}
 QSD=${QSD:-qemu-storage-daemon}
@@ -88,9 +88,11 @@ trap 'exit 130' INT TERM
 # Output piped into head: still clean up, without dying again on the pipe.
 trap 'trap "" PIPE; exit 141' PIPE
 
+# drop_caches [force]: sync and drop the page cache, if BENCH_DROP_CACHES=1
+# or force (the durable job rows always start cold).
 drop_caches()
 {
-    if [[ ${BENCH_DROP_CACHES:-0} == 1 ]]; then
+    if [[ ${BENCH_DROP_CACHES:-0} == 1 || ${1:-} == force ]]; then
         sync
         echo 3 >/proc/sys/vm/drop_caches
     fi
@@ -474,10 +476,10 @@ job_chainfs()
 {
     local job=$1 t0 t1 id cmd ready=0 res
     case $job in
-    mirror) id=m1; ready=1; cmd="mirror id=m1 disk=vm target=$D/target.qcow2" ;;
+    mirror|bigmirror) id=m1; ready=1; cmd="mirror id=m1 disk=vm target=$D/target.qcow2" ;;
     stream|bigstream) id=s1; cmd="stream id=s1 disk=vm" ;;
     commit_mid) id=c1; cmd="commit id=c1 disk=vm top=$D/mid.qcow2 base=$D/base.qcow2" ;;
-    commit_active) id=c2; ready=1; cmd="commit id=c2 disk=vm base=$D/base.qcow2" ;;
+    commit_active|bigcommit) id=c2; ready=1; cmd="commit id=c2 disk=vm base=$D/base.qcow2" ;;
     esac
     t0=$(now_ns)
     if ! ctl "$cmd"; then
@@ -505,7 +507,7 @@ job_qsd()
         cmd='"execute":"block-stream","arguments":{"job-id":"s1","device":"top","auto-dismiss":false}' ;;
     commit_mid) id=c1
         cmd='"execute":"block-commit","arguments":{"job-id":"c1","device":"top","top-node":"mid","base-node":"base","auto-dismiss":false}' ;;
-    commit_active) id=c2; ready=1
+    commit_active|bigcommit) id=c2; ready=1
         cmd='"execute":"block-commit","arguments":{"job-id":"c2","device":"top","base-node":"base","auto-dismiss":false}' ;;
     esac
     t0=$(now_ns)
@@ -538,24 +540,51 @@ check_job()
     fi
 }
 
+# sync_images: fsync every image file of the copy in $D (what a job wrote
+# that is not durable yet gets written now); adds the time it took, in
+# microseconds, to JOB_TIME.  Run while the daemon is still up, so that a
+# daemon's own flush at exit does not count for it.
+sync_images()
+{
+    local t0 t1
+    t0=$(now_ns)
+    sync "$D"/*.qcow2
+    t1=$(now_ns)
+    SYNC_TIME=$(((t1 - t0) / 1000))
+    JOB_TIME=$((JOB_TIME + SYNC_TIME))
+}
+
+# job_one WHO JOB [durable]: one job row.  durable: the page cache is
+# dropped first and the time runs until the job's result is durable (the
+# job's end plus a sync of the image files, on both sides).
 job_one()
 {
-    local who=$1 job=$2
-    JOB_NA= JOB_TIME=
+    local who=$1 job=$2 durable=${3:-} key=$2
+    JOB_NA= JOB_TIME= SYNC_TIME=
     fresh main
-    drop_caches
+    if [[ -n $durable ]]; then
+        key=dur_$job
+        drop_caches force
+    else
+        drop_caches
+    fi
     QSD_WRITABLE=off "start_$who"
     "job_$who" "$job"
+    [[ -z $durable || -n $JOB_NA ]] || sync_images
     stop_daemon
     if [[ -n $JOB_NA ]]; then
         log "chainfs $job: n/a: $JOB_NA"
-        na "$job" "$who" "$JOB_NA"
-        na "rss_$job" "$who" "$JOB_NA"
+        na "$key" "$who" "$JOB_NA"
+        [[ -n $durable ]] || na "rss_$job" "$who" "$JOB_NA"
         return
     fi
     check_job "$job"
-    record "$job" "$who" "$(awk -v u="$JOB_TIME" 'BEGIN { printf "%.3f", u / 1e6 }')"
-    record "rss_$job" "$who" "$HWM"
+    record "$key" "$who" "$(awk -v u="$JOB_TIME" 'BEGIN { printf "%.3f", u / 1e6 }')"
+    if [[ -n $durable ]]; then
+        record "sync_$job" "$who" "$(awk -v u="$SYNC_TIME" 'BEGIN { printf "%.3f", u / 1e6 }')"
+    else
+        record "rss_$job" "$who" "$HWM"
+    fi
 }
 
 # ---- the sparse 1 TiB chain ----------------------------------------------
@@ -576,18 +605,29 @@ big_one()
         record rss_bigopen "$who" "$HWM"
         return
     fi
-    "job_$who" bigstream
+    local key=big$what
+    "job_$who" "$key"
     stop_daemon
     if [[ -n $JOB_NA ]]; then
-        log "chainfs bigstream: n/a: $JOB_NA"
-        na bigstream "$who" "$JOB_NA"
-        na rss_bigstream "$who" "$JOB_NA"
+        log "chainfs $key: n/a: $JOB_NA"
+        na "$key" "$who" "$JOB_NA"
+        na "rss_$key" "$who" "$JOB_NA"
         return
     fi
-    qemu-img info "$D/top.qcow2" | grep -q '^backing file:' &&
-        die "1T stream ($who): top.qcow2 still has a backing file"
-    record bigstream "$who" "$(awk -v u="$JOB_TIME" 'BEGIN { printf "%.3f", u / 1e6 }')"
-    record rss_bigstream "$who" "$HWM"
+    case $what in
+    stream)
+        qemu-img info "$D/top.qcow2" | grep -q '^backing file:' &&
+            die "1T stream ($who): top.qcow2 still has a backing file" ;;
+    mirror)
+        qemu-img compare -q "$D/target.qcow2" "$D/top.qcow2" ||
+            die "1T mirror ($who): target.qcow2 differs from the disk" ;;
+    commit)
+        # The top is unchanged by an active commit: base must read as it.
+        qemu-img compare -q "$D/base.qcow2" "$D/top.qcow2" ||
+            die "1T commit ($who): base.qcow2 differs from the disk" ;;
+    esac
+    record "$key" "$who" "$(awk -v u="$JOB_TIME" 'BEGIN { printf "%.3f", u / 1e6 }')"
+    record "rss_$key" "$who" "$HWM"
 }
 
 # ---- main ----------------------------------------------------------------
@@ -637,8 +677,16 @@ for ((run = 1; run <= RUNS; run++)); do
             done
         done
     fi
+    if want durable; then
+        for job in "${JOBS[@]}"; do
+            for who in "${order[@]}"; do
+                log "run $run/$RUNS: $job until durable on $who"
+                job_one "$who" "$job" durable
+            done
+        done
+    fi
     if want big; then
-        for what in open stream; do
+        for what in open stream mirror commit; do
             for who in "${order[@]}"; do
                 log "run $run/$RUNS: $BIG_ARG chain $what on $who"
                 big_one "$who" "$what"
