@@ -1,0 +1,252 @@
+/* chainfs: the shared copy threads and in-order batches (see copy-pool.h). */
+#include "jobs/copy-pool.h"
+
+#include <glib.h>
+
+#include "jobs/job.h"
+
+/* One generation of the pool: from the first reference to the last. */
+struct pool {
+    pthread_t threads[COPY_POOL_MAX_THREADS];
+    unsigned n_threads;
+    unsigned idle;                  /* threads waiting for a task */
+    unsigned queued;                /* tasks not taken yet */
+    struct copy_task *head;
+    struct copy_task *tail;
+    bool stop;
+    pthread_cond_t cond;            /* a task was queued, or stop */
+};
+
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Protected by pool_lock: */
+static struct pool *pool;           /* NULL while nobody holds a reference */
+static unsigned pool_refs;
+
+static void *pool_worker(void *opaque)
+{
+    struct pool *p = opaque;
+    uint8_t *buf = NULL;
+    size_t buf_len = 0;
+
+    pthread_mutex_lock(&pool_lock);
+    for (;;) {
+        while (!p->head && !p->stop) {
+            p->idle++;
+            pthread_cond_wait(&p->cond, &pool_lock);
+            p->idle--;
+        }
+        struct copy_task *task = p->head;
+        if (!task) {
+            break;
+        }
+        p->head = task->next;
+        if (!p->head) {
+            p->tail = NULL;
+        }
+        p->queued--;
+        pthread_mutex_unlock(&pool_lock);
+
+        if (buf_len < task->buf_len) {
+            g_free(buf);
+            buf = g_malloc(task->buf_len);
+            buf_len = task->buf_len;
+        }
+        task->run(task, buf);
+        pthread_mutex_lock(&pool_lock);
+    }
+    pthread_mutex_unlock(&pool_lock);
+    g_free(buf);
+    return NULL;
+}
+
+void copy_pool_ref(void)
+{
+    pthread_mutex_lock(&pool_lock);
+    if (pool_refs++ == 0) {
+        pool = g_new0(struct pool, 1);
+        pthread_cond_init(&pool->cond, NULL);
+    }
+    pthread_mutex_unlock(&pool_lock);
+}
+
+void copy_pool_unref(void)
+{
+    struct pool *p = NULL;
+
+    pthread_mutex_lock(&pool_lock);
+    g_assert(pool_refs > 0);
+    if (--pool_refs == 0) {
+        p = pool;
+        pool = NULL;
+        p->stop = true;
+        pthread_cond_broadcast(&p->cond);
+    }
+    pthread_mutex_unlock(&pool_lock);
+    if (!p) {
+        return;
+    }
+    /* No thread starts once stop is set: submitting needs a reference. */
+    for (unsigned i = 0; i < p->n_threads; i++) {
+        pthread_join(p->threads[i], NULL);
+    }
+    g_assert(!p->head);
+    pthread_cond_destroy(&p->cond);
+    g_free(p);
+}
+
+void copy_pool_submit(struct copy_task *task)
+{
+    pthread_mutex_lock(&pool_lock);
+    struct pool *p = pool;
+    g_assert(p);
+    task->next = NULL;
+    if (p->tail) {
+        p->tail->next = task;
+    } else {
+        p->head = task;
+    }
+    p->tail = task;
+    p->queued++;
+    if (p->queued > p->idle && p->n_threads < COPY_POOL_MAX_THREADS &&
+        pthread_create(&p->threads[p->n_threads], NULL, pool_worker,
+                       p) == 0) {
+        p->n_threads++;
+    }
+    bool no_thread = p->n_threads == 0;
+    if (no_thread) {
+        /* Not even one thread: run it here rather than never. */
+        p->head = p->tail = NULL;
+        p->queued = 0;
+    }
+    pthread_cond_signal(&p->cond);
+    pthread_mutex_unlock(&pool_lock);
+    if (no_thread) {
+        uint8_t *buf = g_malloc(task->buf_len);
+        task->run(task, buf);
+        g_free(buf);
+    }
+}
+
+unsigned copy_pool_threads(void)
+{
+    unsigned n;
+
+    pthread_mutex_lock(&pool_lock);
+    n = pool ? pool->n_threads : 0;
+    pthread_mutex_unlock(&pool_lock);
+    return n;
+}
+
+/* --- Batches ------------------------------------------------------------- */
+
+/* One range of a batch in flight. */
+struct batch_op {
+    struct copy_task task;          /* first */
+    struct copy_batch *batch;
+    uint64_t offset;
+    uint64_t len;
+};
+
+static void batch_op_run(struct copy_task *task, uint8_t *buf)
+{
+    struct batch_op *op = (struct batch_op *)task;
+    struct copy_batch *b = op->batch;
+    bool is_read = false;
+    int ret = b->copy(b->opaque, op->offset, op->len, buf, &is_read);
+
+    if (ret == 0) {
+        job_progress_add_offset(b->job, op->len);
+    }
+    pthread_mutex_lock(&b->lock);
+    b->ops--;
+    b->bytes -= op->len;
+    if (ret < 0 && (b->error == 0 || op->offset < b->error_offset)) {
+        b->error = -ret;
+        b->error_is_read = is_read;
+        b->error_offset = op->offset;
+    }
+    pthread_cond_broadcast(&b->cond);
+    /* From here on the batch may be gone (the run loop drains it). */
+    pthread_mutex_unlock(&b->lock);
+    g_free(op);
+}
+
+void copy_batch_init(struct copy_batch *batch, struct job *job,
+                     copy_batch_fn *copy, void *opaque, unsigned max_ops,
+                     uint64_t max_bytes)
+{
+    *batch = (struct copy_batch){
+        .job = job,
+        .copy = copy,
+        .opaque = opaque,
+        .max_ops = MAX(max_ops, 1),
+        .max_bytes = max_bytes,
+    };
+    pthread_mutex_init(&batch->lock, NULL);
+    pthread_cond_init(&batch->cond, NULL);
+    copy_pool_ref();
+}
+
+void copy_batch_destroy(struct copy_batch *batch)
+{
+    copy_batch_drain(batch);
+    copy_pool_unref();
+    pthread_cond_destroy(&batch->cond);
+    pthread_mutex_destroy(&batch->lock);
+}
+
+void copy_batch_submit(struct copy_batch *batch, uint64_t offset,
+                       uint64_t len)
+{
+    pthread_mutex_lock(&batch->lock);
+    while (batch->ops >= batch->max_ops ||
+           (batch->ops > 0 && batch->bytes + len > batch->max_bytes)) {
+        pthread_cond_wait(&batch->cond, &batch->lock);
+    }
+    batch->ops++;
+    batch->bytes += len;
+    pthread_mutex_unlock(&batch->lock);
+
+    struct batch_op *op = g_new(struct batch_op, 1);
+    *op = (struct batch_op){
+        .task = { .run = batch_op_run, .buf_len = len },
+        .batch = batch,
+        .offset = offset,
+        .len = len,
+    };
+    copy_pool_submit(&op->task);
+}
+
+void copy_batch_drain(struct copy_batch *batch)
+{
+    pthread_mutex_lock(&batch->lock);
+    while (batch->ops > 0) {
+        pthread_cond_wait(&batch->cond, &batch->lock);
+    }
+    pthread_mutex_unlock(&batch->lock);
+}
+
+bool copy_batch_failed(struct copy_batch *batch)
+{
+    bool failed;
+
+    pthread_mutex_lock(&batch->lock);
+    failed = batch->error != 0;
+    pthread_mutex_unlock(&batch->lock);
+    return failed;
+}
+
+int copy_batch_take_error(struct copy_batch *batch, uint64_t *offset,
+                          bool *is_read)
+{
+    int error;
+
+    copy_batch_drain(batch);
+    pthread_mutex_lock(&batch->lock);
+    error = batch->error;
+    *offset = batch->error_offset;
+    *is_read = batch->error_is_read;
+    batch->error = 0;
+    pthread_mutex_unlock(&batch->lock);
+    return -error;
+}
