@@ -44,6 +44,8 @@
 
 /* Bytes copied per step of an intermediate commit. */
 #define COMMIT_CHUNK_BYTES (1024 * 1024)
+/* At most this many ranges are copied at once. */
+#define COMMIT_MAX_IN_FLIGHT 16
 
 /* Validate cmd against disk, reopen base read-write (growing it if
  * needed) and start the job (state running).  Returns the job with a

@@ -1,6 +1,7 @@
 /* chainfs: the shared copy threads and in-order batches (see copy-pool.h). */
 #include "jobs/copy-pool.h"
 
+#include <errno.h>
 #include <glib.h>
 
 #include "jobs/job.h"
@@ -249,4 +250,95 @@ int copy_batch_take_error(struct copy_batch *batch, uint64_t *offset,
     batch->error = 0;
     pthread_mutex_unlock(&batch->lock);
     return -error;
+}
+
+/* --- Passes -------------------------------------------------------------- */
+
+/* Wait for what is in flight and apply the policy to the lowest failure:
+ * 0 to go on (*offset rewound to a range to retry), or a negative errno. */
+static int settle(struct copy_batch *batch, const struct copy_pass_ops *ops,
+                  uint64_t *offset, bool *skipped, GError **errp)
+{
+    uint64_t failed_at;
+    bool is_read;
+    int ret = copy_batch_take_error(batch, &failed_at, &is_read);
+
+    if (ret == 0) {
+        return 0;
+    }
+    ret = ops->handle_error(batch->opaque, ret, is_read, errp);
+    if (ret < 0) {
+        return ret;
+    }
+    if (ret == 0) {
+        /* Everything below the lowest failure is done. */
+        *offset = failed_at;
+        __atomic_store_n(&batch->job->progress_offset, failed_at,
+                         __ATOMIC_RELAXED);
+    } else {
+        *skipped = true;
+    }
+    return 0;
+}
+
+int copy_batch_pass(struct copy_batch *batch, const struct copy_pass_ops *ops,
+                    uint64_t size, uint64_t chunk, bool *skipped,
+                    GError **errp)
+{
+    struct job *job = batch->job;
+    int ret = 0;
+
+    *skipped = false;
+    job_progress_set_len(job, size);
+    __atomic_store_n(&job->progress_offset, 0, __ATOMIC_RELAXED);
+    for (uint64_t offset = 0; offset < size;) {
+        if (copy_batch_failed(batch) || job_pause_requested(job)) {
+            ret = settle(batch, ops, &offset, skipped, errp);
+            if (ret < 0) {
+                break;
+            }
+        }
+        if (job_pause_point(job)) {
+            ret = -ECANCELED;
+            break;
+        }
+        uint64_t len = MIN(chunk, size - offset);
+        uint64_t n = len;
+        int status = ops->status(batch->opaque, offset, len, &n);
+        n = MAX(MIN(n, len), 1);
+        if (status < 0) {
+            /* Stop issuing: the policy sees one failure at a time. */
+            copy_batch_drain(batch);
+            if (copy_batch_failed(batch)) {
+                continue;
+            }
+            ret = ops->handle_error(batch->opaque, status, true, errp);
+            if (ret < 0) {
+                break;
+            }
+            if (ret == 0) {
+                continue;       /* resumed after a stop: retry */
+            }
+            *skipped = true;
+            job_progress_add_offset(job, n);
+        } else if (status > 0) {
+            if (job_throttle(job, ops->charge(batch->opaque, offset, n))) {
+                ret = -ECANCELED;
+                break;
+            }
+            copy_batch_submit(batch, offset, n);
+        } else {
+            job_progress_add_offset(job, n);
+        }
+        offset += n;
+        if (offset >= size) {
+            /* The end: what failed in flight may send us back. */
+            ret = settle(batch, ops, &offset, skipped, errp);
+            if (ret < 0) {
+                break;
+            }
+        }
+    }
+    copy_batch_drain(batch);
+    return ret;
 }

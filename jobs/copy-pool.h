@@ -27,6 +27,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <glib.h>
 
 /* The pool never runs more threads than this (a job keeps at most as many
  * copies in flight: MIRROR_MAX_IN_FLIGHT). */
@@ -95,5 +96,31 @@ bool copy_batch_failed(struct copy_batch *batch) __attribute__((nonnull));
  * negative errno with *offset and *is_read set. */
 int copy_batch_take_error(struct copy_batch *batch, uint64_t *offset,
                           bool *is_read) __attribute__((nonnull));
+
+/* --- One front-to-back pass of a job that copies ranges in order --------- */
+
+struct copy_pass_ops {
+    /* Whether [offset, offset + len) needs a copy: 1 yes, 0 no, or a
+     * negative errno (of a read); *pnum: how far the answer holds. */
+    int (*status)(void *opaque, uint64_t offset, uint64_t len,
+                  uint64_t *pnum);
+    /* The bytes the rate limit charges for copying the range. */
+    uint64_t (*charge)(void *opaque, uint64_t offset, uint64_t len);
+    /* Apply the job's error policy to a failed range (ret a negative
+     * errno): 0 to retry it (resumed after a stop), 1 to leave it for
+     * another pass (ignore), or a negative errno with *errp to fail. */
+    int (*handle_error)(void *opaque, int ret, bool is_read, GError **errp);
+};
+
+/* Copy what needs a copy in [0, size) in pieces of at most chunk bytes,
+ * several in flight on the pool, with pause points, the rate limit and
+ * progress; nothing is in flight when it returns.  A failure stops the
+ * issuing, waits for what is in flight, and applies the policy to the
+ * lowest failed range: a retry starts again from there.  Returns 0 (with
+ * *skipped set when an ignored error left a range for another pass) or a
+ * negative errno (-ECANCELED on a hard cancel). */
+int copy_batch_pass(struct copy_batch *batch, const struct copy_pass_ops *ops,
+                    uint64_t size, uint64_t chunk, bool *skipped,
+                    GError **errp) __attribute__((nonnull(1, 2, 5)));
 
 #endif

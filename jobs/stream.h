@@ -40,6 +40,8 @@
 /* Bytes copied per step of the run loop (and the most held from guest
  * writes at once). */
 #define STREAM_CHUNK_BYTES (1024 * 1024)
+/* At most this many chunks are copied at once. */
+#define STREAM_MAX_IN_FLIGHT 16
 
 /* Validate cmd against disk and start the job (state running).  Returns
  * the job with a reference for the caller (job_unref it), or NULL with
