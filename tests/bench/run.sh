@@ -57,6 +57,8 @@ fi
 mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
 RUN_DIR=$WORK/run
+# One main chain per size (a chain of another size is not reused).
+MAIN_CHAIN=$WORK/chain-main-$SIZE_ARG
 SAMPLES=$WORK/samples.txt
 : >"$SAMPLES"
 GEN=$WORK/gen-extents
@@ -151,6 +153,7 @@ make_chain()
 fresh()
 {
     local src=$WORK/chain-$1 f
+    [[ $1 != main ]] || src=$MAIN_CHAIN
     cleanup_run
     D=$RUN_DIR/w
     mkdir -p "$D"
@@ -372,7 +375,7 @@ io_one()
     local who=$1 name=$2 rw=$3 bs=$4 jobs=$5 v
     fresh main
     if [[ $who == ceil* ]]; then
-        cp --sparse=always "$WORK/chain-main/guest.raw" "$D/plain.raw"
+        cp --sparse=always "$MAIN_CHAIN/guest.raw" "$D/plain.raw"
         drop_caches
         if [[ $who == ceil ]]; then
             v=$(fio_run "$D/plain.raw" "$rw" "$bs" "$jobs" 0)
@@ -533,7 +536,7 @@ check_job()
     stream|commit_mid) img=$D/top.qcow2 ;;
     commit_active) img=$D/base.qcow2 ;;
     esac
-    qemu-img compare -q -f qcow2 -F raw "$img" "$WORK/chain-main/guest.raw" ||
+    qemu-img compare -q -f qcow2 -F raw "$img" "$MAIN_CHAIN/guest.raw" ||
         die "$1: $(basename "$img") differs from the original guest view"
     if [[ $1 == stream ]] && qemu-img info "$img" | grep -q '^backing file:'; then
         die "stream: top.qcow2 still has a backing file"
@@ -634,7 +637,7 @@ big_one()
 
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 
-make_chain "$WORK/chain-main" "$SIZE" main
+make_chain "$MAIN_CHAIN" "$SIZE" main
 want big && make_chain "$WORK/chain-big-$BIG" "$BIG" big
 want big && ln -sfn "chain-big-$BIG" "$WORK/chain-big"
 
