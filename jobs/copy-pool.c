@@ -302,10 +302,14 @@ int copy_batch_pass(struct copy_batch *batch, const struct copy_pass_ops *ops,
             ret = -ECANCELED;
             break;
         }
-        uint64_t len = MIN(chunk, size - offset);
-        uint64_t n = len;
-        int status = ops->status(batch->opaque, offset, len, &n);
-        n = MAX(MIN(n, len), 1);
+        /* Ask about everything left, so that a run needing no copy is
+         * skipped in one step however long; copy a chunk at a time. */
+        uint64_t n = size - offset;
+        int status = ops->status(batch->opaque, offset, size - offset, &n);
+        n = MAX(MIN(n, size - offset), 1);
+        if (status != 0) {
+            n = MIN(n, chunk);
+        }
         if (status < 0) {
             /* Stop issuing: the policy sees one failure at a time. */
             copy_batch_drain(batch);
