@@ -504,7 +504,7 @@ job_qsd()
 {
     local job=$1 t0 t1 id cmd ready=0 err
     case $job in
-    mirror) id=m1; ready=1
+    mirror|bigmirror) id=m1; ready=1
         cmd='"execute":"drive-mirror","arguments":{"job-id":"m1","device":"top","target":"'$D/target.qcow2'","format":"qcow2","sync":"full","mode":"absolute-paths","auto-dismiss":false}' ;;
     stream|bigstream) id=s1
         cmd='"execute":"block-stream","arguments":{"job-id":"s1","device":"top","auto-dismiss":false}' ;;
