@@ -8,7 +8,7 @@
 
 /* One generation of the pool: from the first reference to the last. */
 struct pool {
-    pthread_t threads[COPY_POOL_MAX_THREADS];
+    pthread_t *threads;             /* grown as threads start */
     unsigned n_threads;
     unsigned idle;                  /* threads waiting for a task */
     unsigned queued;                /* tasks not taken yet */
@@ -92,6 +92,7 @@ void copy_pool_unref(void)
     }
     g_assert(!p->head);
     pthread_cond_destroy(&p->cond);
+    g_free(p->threads);
     g_free(p);
 }
 
@@ -108,10 +109,13 @@ void copy_pool_submit(struct copy_task *task)
     }
     p->tail = task;
     p->queued++;
-    if (p->queued > p->idle && p->n_threads < COPY_POOL_MAX_THREADS &&
-        pthread_create(&p->threads[p->n_threads], NULL, pool_worker,
-                       p) == 0) {
-        p->n_threads++;
+    if (p->queued > p->idle &&
+        p->n_threads < COPY_POOL_MAX_THREADS + pool_refs) {
+        p->threads = g_renew(pthread_t, p->threads, p->n_threads + 1);
+        if (pthread_create(&p->threads[p->n_threads], NULL, pool_worker,
+                           p) == 0) {
+            p->n_threads++;
+        }
     }
     bool no_thread = p->n_threads == 0;
     if (no_thread) {
@@ -155,7 +159,7 @@ static void batch_op_run(struct copy_task *task, uint8_t *buf)
     bool is_read = false;
     int ret = b->copy(b->opaque, op->offset, op->len, buf, &is_read);
 
-    if (ret == 0) {
+    if (ret == 0 && b->job) {
         job_progress_add_offset(b->job, op->len);
     }
     pthread_mutex_lock(&b->lock);

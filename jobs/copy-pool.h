@@ -4,13 +4,16 @@
  * The pool: a job that copies takes a reference (copy_pool_ref) while it
  * runs; the first reference starts the pool, which grows a thread at a
  * time, when a task is queued and no thread is idle, up to
- * COPY_POOL_MAX_THREADS; the last reference (copy_pool_unref, with none of
- * the caller's tasks queued or running) stops and joins them.  Tasks run in
- * the order they were queued, so jobs that each keep at most a few tasks
- * queued share the threads fairly and none starves.  Each thread owns one
- * buffer, grown to the largest task it ran, lent to the task it runs: the
- * memory of the copies in flight is bounded by the threads, not the jobs.
- * With 16 jobs the daemon runs 16 copy threads, not 16 per job.
+ * COPY_POOL_MAX_THREADS plus one per reference; the last reference
+ * (copy_pool_unref, with none of the caller's tasks queued or running)
+ * stops and joins them.  Tasks run in the order they were queued, so jobs
+ * that each keep at most 16 tasks in flight share the threads fairly; and
+ * since one job can occupy at most 16 threads, the one extra thread per
+ * job leaves every other job a thread even when one job's copies hang
+ * (a remote target that stopped answering).  Each thread owns one buffer,
+ * grown to the largest task it ran, lent to the task it runs: the memory
+ * of the copies in flight is bounded by the threads, not the jobs.  With
+ * 16 busy jobs the daemon runs at most 32 copy threads, not 16 per job.
  *
  * A batch (struct copy_batch) is a job's copies in flight: at most max_ops
  * tasks and max_bytes bytes at once, submitted in ascending offset order,
@@ -29,8 +32,8 @@
 #include <stdint.h>
 #include <glib.h>
 
-/* The pool never runs more threads than this (a job keeps at most as many
- * copies in flight: MIRROR_MAX_IN_FLIGHT). */
+/* The pool runs at most this many threads plus one per reference (a job
+ * keeps at most 16 copies in flight: MIRROR_MAX_IN_FLIGHT). */
 #define COPY_POOL_MAX_THREADS 16
 
 /* One unit of work; embed it in the caller's own operation. */
@@ -62,7 +65,8 @@ typedef int copy_batch_fn(void *opaque, uint64_t offset, uint64_t len,
                           uint8_t *buf, bool *is_read);
 
 struct copy_batch {
-    struct job *job;                /* progress: offset on success */
+    struct job *job;                /* progress: offset on success;
+                                       NULL: none (tests) */
     copy_batch_fn *copy;
     void *opaque;
     unsigned max_ops;
@@ -82,7 +86,7 @@ struct copy_batch {
 /* Set up batch; it takes a pool reference until copy_batch_destroy. */
 void copy_batch_init(struct copy_batch *batch, struct job *job,
                      copy_batch_fn *copy, void *opaque, unsigned max_ops,
-                     uint64_t max_bytes) __attribute__((nonnull(1, 2, 3)));
+                     uint64_t max_bytes) __attribute__((nonnull(1, 3)));
 /* Wait until nothing is in flight, then release the batch. */
 void copy_batch_destroy(struct copy_batch *batch) __attribute__((nonnull));
 /* Wait for room, then start copying the range on the pool. */

@@ -12,10 +12,10 @@ requires_fuse
 
 DISKS=16
 FUSE_THREADS=2
-# The bound: main thread + FUSE workers + one thread per running job + the
-# shared copy pool (COPY_POOL_MAX_THREADS) + a fixed allowance of 4 for
-# libfuse's own and glib's helpers.
-BOUND=$((1 + FUSE_THREADS + DISKS + 16 + 4))
+# The bound (README.md, "Threads"): main thread + FUSE workers + per job
+# its own thread and one copy thread + the shared copy pool's 16 + a fixed
+# allowance of 4 for libfuse's and glib's helpers.
+BOUND=$((1 + FUSE_THREADS + 2 * DISKS + 16 + 4))
 NOPS=${SCALE_NOPS:-1500}
 
 job_of() { echo "mirror stream commit active" | cut -d' ' -f$(((($1 - 1) % 4) + 1)); }
