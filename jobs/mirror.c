@@ -3,8 +3,8 @@
  * The run loop, on the job thread, takes dirty areas from the job's bitmap
  * (clearing them before the source is read, so a write landing meanwhile
  * dirties them again) and hands them as copy operations to the shared
- * copy pool (copy-pool.h); it alone issues operations and decides when the job is
- * ready or finished.  Every operation in flight, background copy or guest
+ * copy pool (copy-pool.h); it alone issues operations and decides when
+ * the job is ready or finished.  Every operation in flight, background copy or guest
  * write in write-blocking mode, is in one list, and an operation that
  * overlaps another waits for it, so the same bytes are never copied twice
  * at once and concurrent writes reach the target in the order they reached
