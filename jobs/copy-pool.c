@@ -320,11 +320,13 @@ int copy_batch_pass(struct copy_batch *batch, const struct copy_pass_ops *ops,
             if (copy_batch_failed(batch)) {
                 continue;
             }
-            ret = ops->handle_error(batch->opaque, status, true, errp);
-            if (ret < 0) {
+            int action = ops->handle_error(batch->opaque, status, true,
+                                           errp);
+            if (action < 0) {
+                ret = action;
                 break;
             }
-            if (ret == 0) {
+            if (action == 0) {
                 continue;       /* resumed after a stop: retry */
             }
             *skipped = true;
