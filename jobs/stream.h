@@ -38,10 +38,10 @@
 #include "jobs/job.h"
 
 /* The most bytes one copy holds from guest writes and copies at once,
- * and at most this many copies run at once: 4 MiB in flight, which keeps
- * a cold source busy for a fraction of the memory of 16 x 1 MiB (about
- * as fast, on two cores, as that; 30% faster than one 1 MiB chunk at a
- * time). */
+ * and at most this many copies run at once: 4 MiB in flight, enough to
+ * keep a cold source's queue full (on a disk with latency; on the bench
+ * machine's fast virtual disk the two CPUs are the limit, see
+ * tests/bench/README.md) for a quarter of the memory of 16 x 1 MiB. */
 #define STREAM_CHUNK_BYTES (256 * 1024)
 #define STREAM_MAX_IN_FLIGHT 16
 
