@@ -2,8 +2,9 @@
  *
  * Intermediate commit: the layers from top to just above base never
  * change while the job runs (guest writes go to the active layer above
- * them, and the op blockers keep other jobs away), so the run loop reads
- * them directly, without io_lock, and writes base where they allocate.
+ * them, and the op blockers keep other jobs away), so the copies read
+ * them directly, without io_lock, and write base where they allocate, up
+ * to COMMIT_MAX_IN_FLIGHT ranges at a time on the shared copy pool.
  * Guest reads that reach base read only ranges nothing above base
  * allocates, which the job never writes, so they see no change.
  *
@@ -22,6 +23,7 @@
 
 #include "core/chain.h"
 #include "core/named-bitmap.h"
+#include "jobs/copy-pool.h"
 #include "jobs/mirror.h"
 #include "jobs/sparse-copy.h"
 
@@ -38,8 +40,7 @@ struct commit_job {
     int base_zero_flags;                /* UNMAP only without backing */
     uint64_t zero_align;                /* sparse_copy_align(base) */
 
-    uint8_t *buf;                       /* COMMIT_CHUNK_BYTES */
-    struct block_writeback writeback;   /* of base, by the run loop */
+    struct block_writeback writeback;   /* of base, by the copies */
 };
 
 static struct commit_job *commit_of(struct job *job)
@@ -54,7 +55,7 @@ static struct commit_job *commit_of(struct job *job)
  * writes.  Only bytes written as data count as copied.  *is_read says
  * which side failed. */
 static int commit_range(struct commit_job *c, uint64_t offset, uint64_t len,
-                        bool *is_read)
+                        uint8_t *buf, bool *is_read)
 {
     struct block_node *top = c->top;
     struct block_node *base = c->base;
@@ -69,13 +70,13 @@ static int commit_range(struct commit_job *c, uint64_t offset, uint64_t len,
         n = MAX(MIN(n, end - offset), 1);
         int ret;
         if (status & BLOCK_STATUS_DATA) {
-            ret = top->driver->read(top, offset, n, c->buf);
+            ret = top->driver->read(top, offset, n, buf);
             if (ret < 0) {
                 return ret;
             }
             *is_read = false;
             uint64_t copied = 0;
-            ret = sparse_copy_write(base, offset, n, c->buf, c->zero_align,
+            ret = sparse_copy_write(base, offset, n, buf, c->zero_align,
                                     c->base_zero_flags, &copied);
             job_progress_add_copied(&c->common, copied);
             block_writeback_note(&c->writeback, base, copied);
@@ -112,47 +113,41 @@ static int handle_error(struct commit_job *c, int ret, bool is_read,
     return ret;
 }
 
-/* One pass over top; *skipped says whether an ignored error left a range
- * for another pass. */
-static int commit_pass(struct commit_job *c, bool *skipped, GError **errp)
+/* Whether [offset, offset + len) needs a copy: a layer from top down to
+ * just above base allocates it. */
+static int commit_needs_copy(void *opaque, uint64_t offset, uint64_t len,
+                             uint64_t *n)
 {
-    struct job *job = &c->common;
-    const uint64_t size = c->top->size;
+    struct commit_job *c = opaque;
 
-    *skipped = false;
-    job_progress_set_len(job, size);
-    __atomic_store_n(&job->progress_offset, 0, __ATOMIC_RELAXED);
-    for (uint64_t offset = 0; offset < size;) {
-        if (job_pause_point(job)) {
-            return -ECANCELED;
-        }
-        uint64_t len = MIN(COMMIT_CHUNK_BYTES, size - offset);
-        uint64_t n;
-        bool is_read = true;
-        int ret = chain_is_allocated_above(c->top, c->base, offset, len, &n);
-        n = MAX(MIN(n, len), 1);
-        if (ret > 0) {
-            if (job_throttle(job, sparse_copy_data_bytes(c->top, offset,
-                                                          n))) {
-                return -ECANCELED;
-            }
-            ret = commit_range(c, offset, n, &is_read);
-        }
-        if (ret < 0) {
-            ret = handle_error(c, ret, is_read, errp);
-            if (ret < 0) {
-                return ret;
-            }
-            if (ret == 0) {
-                continue;
-            }
-            *skipped = true;
-        }
-        offset += n;
-        job_progress_add_offset(job, n);
-    }
-    return 0;
+    return chain_is_allocated_above(c->top, c->base, offset, len, n);
 }
+
+/* Zeros the layers hold as data are read, so they are charged. */
+static uint64_t commit_charge(void *opaque, uint64_t offset, uint64_t len)
+{
+    struct commit_job *c = opaque;
+
+    return sparse_copy_data_bytes(c->top, offset, len);
+}
+
+static int commit_handle_error(void *opaque, int ret, bool is_read,
+                               GError **errp)
+{
+    return handle_error(opaque, ret, is_read, errp);
+}
+
+static int commit_copy(void *opaque, uint64_t offset, uint64_t len,
+                       uint8_t *buf, bool *is_read)
+{
+    return commit_range(opaque, offset, len, buf, is_read);
+}
+
+static const struct copy_pass_ops commit_pass_ops = {
+    .status = commit_needs_copy,
+    .charge = commit_charge,
+    .handle_error = commit_handle_error,
+};
 
 /* The overlay reads zeros past the end of a top smaller than it; once it
  * backs onto a bigger base, that range must read zeros there too. */
@@ -171,15 +166,20 @@ static int zero_past_top(struct commit_job *c)
 static int commit_run(struct job *job, GError **errp)
 {
     struct commit_job *c = commit_of(job);
+    struct copy_batch batch;
     bool skipped;
     int ret;
 
+    copy_batch_init(&batch, job, commit_copy, c, COMMIT_MAX_IN_FLIGHT,
+                    COMMIT_MAX_IN_FLIGHT * COMMIT_CHUNK_BYTES);
     do {
-        ret = commit_pass(c, &skipped, errp);
-        if (ret < 0) {
-            return ret;
-        }
-    } while (skipped);
+        ret = copy_batch_pass(&batch, &commit_pass_ops, c->top->size,
+                              COMMIT_CHUNK_BYTES, &skipped, errp);
+    } while (ret == 0 && skipped);
+    copy_batch_destroy(&batch);
+    if (ret < 0) {
+        return ret;
+    }
     ret = zero_past_top(c);
     if (ret == 0) {
         /* Base first: its data is durable before any header names it. */
@@ -254,7 +254,6 @@ static void commit_free(struct job *job)
     struct commit_job *c = commit_of(job);
 
     g_free(c->backing_file);
-    g_free(c->buf);
 }
 
 static const struct job_driver commit_driver = {
@@ -415,7 +414,6 @@ struct job *commit_start(struct job_list *list, struct disk *disk,
     c->on_error = cmd->on_error;
     c->base_zero_flags = layers.base->backing ? 0 : BLOCK_ZERO_UNMAP;
     c->zero_align = sparse_copy_align(layers.base);
-    c->buf = g_malloc(COMMIT_CHUNK_BYTES);
     job_set_speed(job, cmd->speed, NULL);
     job_start(job);
     return job;

@@ -42,8 +42,10 @@
 #include "jobs/command.h"
 #include "jobs/job.h"
 
-/* Bytes copied per step of an intermediate commit. */
-#define COMMIT_CHUNK_BYTES (1024 * 1024)
+/* The most bytes one copy of an intermediate commit moves, and at most
+ * this many copies run at once (4 MiB in flight, as for stream). */
+#define COMMIT_CHUNK_BYTES (256 * 1024)
+#define COMMIT_MAX_IN_FLIGHT 16
 
 /* Validate cmd against disk, reopen base read-write (growing it if
  * needed) and start the job (state running).  Returns the job with a

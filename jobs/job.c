@@ -587,6 +587,17 @@ bool job_pause_point(struct job *job)
     return cancelled;
 }
 
+bool job_pause_requested(struct job *job)
+{
+    bool paused;
+
+    pthread_mutex_lock(&job->lock);
+    paused = (job->user_paused || job->error_paused) &&
+             !job->cancel_requested;
+    pthread_mutex_unlock(&job->lock);
+    return paused;
+}
+
 bool job_sleep_ns(struct job *job, uint64_t ns)
 {
     if (ns > 0) {

@@ -264,6 +264,8 @@ bool job_dismiss(struct job *job, GError **errp);
 /* Block while paused (running -> paused, ready -> standby, and back);
  * returns whether the job was hard-cancelled. */
 bool job_pause_point(struct job *job);
+/* Whether a pause (user or error stop) waits for the next pause point. */
+bool job_pause_requested(struct job *job);
 /* Sleep ns, waking early on cancel, pause, resume, complete, set-speed or
  * job_kick, also one since the previous sleep returned (so a loop that
  * checks its condition, then sleeps, never misses a wake-up); then a pause

@@ -18,14 +18,20 @@
 #include "core/disk.h"
 #include "core/dirty-bitmap.h"
 #include "jobs/command.h"
+#include "jobs/copy-pool.h"
 #include "jobs/job.h"
 
 /* How long an idle ready mirror sleeps; guest writes and every event of
  * interest kick it sooner, so this is only a safety net. */
 #define MIRROR_IDLE_NS (10ull * 1000000000)
 
-/* One operation in flight: a background copy or a guest write. */
+struct mirror_job;
+
+/* One operation in flight: a background copy (run by the copy pool) or a
+ * guest write. */
 struct mirror_op {
+    struct copy_task task;              /* first; background copies only */
+    struct mirror_job *m;
     uint64_t offset;
     uint64_t bytes;
     bool is_guest_write;
@@ -71,17 +77,14 @@ struct mirror_job {
     bool switched;                      /* the disk now owns the target */
     uint8_t *sync_buf;                  /* for copies under the drain */
     size_t sync_buf_len;
-    pthread_t *workers;
-    unsigned n_workers;
+    bool uses_pool;                     /* holds a copy pool reference */
 
     pthread_mutex_t lock;
     pthread_cond_t cond;                /* broadcast on every change below */
     /* Protected by lock: */
     GPtrArray *in_flight;               /* struct mirror_op * */
-    GQueue queue;                       /* background ops for the workers */
     unsigned bg_ops;                    /* background ops not retired */
     uint64_t bg_bytes;
-    bool workers_stop;
     int pending_error;                  /* positive errno; 0 = none */
     bool pending_error_is_read;
 };
@@ -115,8 +118,11 @@ int mirror_copy_range(struct mirror_job *m, uint64_t offset, uint64_t bytes,
                       uint8_t *buf, bool *is_read);
 /* Grow *buf to hold len bytes. */
 uint8_t *mirror_buffer_for(uint8_t **buf, size_t *buf_len, size_t len);
-/* Start and stop the pool of threads running queued background copies. */
+/* Start using the shared copy pool (copy-pool.h), and stop: no background
+ * operation may be in flight then. */
 void mirror_start_workers(struct mirror_job *m);
 void mirror_stop_workers(struct mirror_job *m);
+/* Hand a registered background copy to the pool. */
+void mirror_submit_copy(struct mirror_job *m, struct mirror_op *op);
 
 #endif

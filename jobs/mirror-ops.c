@@ -1,5 +1,6 @@
-/* chainfs: the mirror job's operations in flight, its worker pool and
- * the copy itself (see mirror-internal.h for the locking rules). */
+/* chainfs: the mirror job's operations in flight, its use of the shared
+ * copy pool and the copy itself (see mirror-internal.h for the locking
+ * rules). */
 #include <errno.h>
 
 #include "core/chain.h"
@@ -135,57 +136,38 @@ uint8_t *mirror_buffer_for(uint8_t **buf, size_t *buf_len, size_t len)
     return *buf;
 }
 
-static void *mirror_worker(void *opaque)
+/* A background copy, on a pool thread with its buffer. */
+static void mirror_copy_task(struct copy_task *task, uint8_t *buf)
 {
-    struct mirror_job *m = opaque;
-    uint8_t *buf = NULL;
-    size_t buf_len = 0;
+    struct mirror_op *op = (struct mirror_op *)task;
+    struct mirror_job *m = op->m;
+    bool is_read = false;
+    int ret = mirror_copy_range(m, op->offset, op->bytes, buf, &is_read);
 
-    pthread_mutex_lock(&m->lock);
-    for (;;) {
-        while (g_queue_is_empty(&m->queue) && !m->workers_stop) {
-            pthread_cond_wait(&m->cond, &m->lock);
-        }
-        struct mirror_op *op = g_queue_pop_head(&m->queue);
-        if (!op) {
-            break;
-        }
-        pthread_mutex_unlock(&m->lock);
+    mirror_end_op(m, op, ret, is_read);
+    g_free(op);
+}
 
-        bool is_read = false;
-        int ret = mirror_copy_range(m, op->offset, op->bytes,
-                             mirror_buffer_for(&buf, &buf_len, op->bytes), &is_read);
-        mirror_end_op(m, op, ret, is_read);
-        g_free(op);
-        pthread_mutex_lock(&m->lock);
-    }
-    pthread_mutex_unlock(&m->lock);
-    g_free(buf);
-    return NULL;
+void mirror_submit_copy(struct mirror_job *m, struct mirror_op *op)
+{
+    op->task = (struct copy_task){
+        .run = mirror_copy_task,
+        .buf_len = op->bytes,
+    };
+    op->m = m;
+    copy_pool_submit(&op->task);
 }
 
 void mirror_start_workers(struct mirror_job *m)
 {
-    unsigned n = MAX(1, MIN(MIRROR_MAX_IN_FLIGHT,
-                            m->buf_size / m->max_op_bytes));
-    m->workers = g_new0(pthread_t, n);
-    for (unsigned i = 0; i < n; i++) {
-        if (pthread_create(&m->workers[i], NULL, mirror_worker, m) != 0) {
-            break;      /* fewer workers only means less parallelism */
-        }
-        m->n_workers++;
-    }
+    copy_pool_ref();
+    m->uses_pool = true;
 }
 
 void mirror_stop_workers(struct mirror_job *m)
 {
-    pthread_mutex_lock(&m->lock);
-    m->workers_stop = true;
-    pthread_cond_broadcast(&m->cond);
-    pthread_mutex_unlock(&m->lock);
-    for (unsigned i = 0; i < m->n_workers; i++) {
-        pthread_join(m->workers[i], NULL);
+    if (m->uses_pool) {
+        copy_pool_unref();
+        m->uses_pool = false;
     }
-    g_clear_pointer(&m->workers, g_free);
-    m->n_workers = 0;
 }

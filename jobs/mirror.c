@@ -2,9 +2,9 @@
  *
  * The run loop, on the job thread, takes dirty areas from the job's bitmap
  * (clearing them before the source is read, so a write landing meanwhile
- * dirties them again) and hands them as copy operations to a pool of
- * worker threads; it alone issues operations and decides when the job is
- * ready or finished.  Every operation in flight, background copy or guest
+ * dirties them again) and hands them as copy operations to the shared
+ * copy pool (copy-pool.h); it alone issues operations and decides when
+ * the job is ready or finished.  Every operation in flight, background copy or guest
  * write in write-blocking mode, is in one list, and an operation that
  * overlaps another waits for it, so the same bytes are never copied twice
  * at once and concurrent writes reach the target in the order they reached
@@ -23,7 +23,8 @@
  * closing it.
  *
  * The state and the locking rules are in mirror-internal.h; operations in
- * flight, the worker pool and the copy itself are in mirror-ops.c.
+ * flight, the use of the copy pool and the copy itself are in
+ * mirror-ops.c.
  */
 #include "jobs/mirror.h"
 
@@ -104,15 +105,15 @@ static int issue_copy(struct mirror_job *m)
         dirty_bitmap_set(m->dirty, offset, bytes);
         return -ECANCELED;
     }
-    struct mirror_op *op = g_new(struct mirror_op, 1);
-    *op = (struct mirror_op){ offset, bytes, false };
+    struct mirror_op *op = g_new0(struct mirror_op, 1);
+    op->offset = offset;
+    op->bytes = bytes;
     pthread_mutex_lock(&m->lock);
     m->bg_ops++;
     m->bg_bytes += bytes;
     mirror_begin_op_locked(m, op);
-    g_queue_push_tail(&m->queue, op);
-    pthread_cond_broadcast(&m->cond);
     pthread_mutex_unlock(&m->lock);
+    mirror_submit_copy(m, op);
     return 1;
 }
 
@@ -127,8 +128,10 @@ static void *mirror_write_before(void *opaque, uint64_t offset, uint64_t len)
         __atomic_load_n(&m->stopping, __ATOMIC_ACQUIRE)) {
         return NULL;
     }
-    struct mirror_op *op = g_new(struct mirror_op, 1);
-    *op = (struct mirror_op){ offset, len, true };
+    struct mirror_op *op = g_new0(struct mirror_op, 1);
+    op->offset = offset;
+    op->bytes = len;
+    op->is_guest_write = true;
     pthread_mutex_lock(&m->lock);
     mirror_begin_op_locked(m, op);
     pthread_mutex_unlock(&m->lock);
@@ -550,7 +553,7 @@ static void mirror_free(struct job *job)
 {
     struct mirror_job *m = mirror_of(job);
 
-    g_assert(!m->workers && !m->drained);
+    g_assert(!m->uses_pool && !m->drained);
     if (!m->commit_base) {
         mirror_target_close(m->target, m->target_backing_owned);
     }
@@ -634,7 +637,6 @@ static struct job *mirror_create(struct job_list *list, struct disk *disk,
     pthread_mutex_init(&m->lock, NULL);
     pthread_cond_init(&m->cond, NULL);
     m->in_flight = g_ptr_array_new();
-    g_queue_init(&m->queue);
     m->disk = disk;
     m->source = source;
     m->size = source->size;

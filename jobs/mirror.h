@@ -4,8 +4,8 @@
  * sync with new writes until `complete` switches the disk to the target
  * (or `cancel` leaves the disk alone).  The job's dirty bitmap is attached
  * to the disk before anything is scanned, so no write is missed; copies
- * run on a small pool of worker threads, up to MIRROR_MAX_IN_FLIGHT at a
- * time within buf-size.
+ * run on the copy threads all jobs share (copy-pool.h), up to
+ * MIRROR_MAX_IN_FLIGHT at a time within buf-size.
  *
  * Target chain: sync=full: no backing; sync=top: the source top's backing
  * layer; sync=none: the source top.  That backing layer is the very node

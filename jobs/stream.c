@@ -3,8 +3,9 @@
  * The run loop walks the top by block status: a run the top allocates is
  * skipped whole, a run nothing above base allocates too, and the rest is
  * copied from the backing chain into the top, data as data and zeros as
- * zero writes.  So a huge sparse disk costs what its allocation costs, in
- * one chunk buffer of memory.
+ * zero writes, up to STREAM_MAX_IN_FLIGHT chunks at a time on the shared
+ * copy pool (copy-pool.h).  So a huge sparse disk costs what its
+ * allocation costs, in the pool's buffers of memory.
  *
  * Copies race with guest writes to the top: a copy that read old data
  * from below must not land after a guest write to the same range.  Every
@@ -25,6 +26,7 @@
 #include <string.h>
 
 #include "core/chain.h"
+#include "jobs/copy-pool.h"
 #include "jobs/sparse-copy.h"
 
 /* A range held by a copy or by a guest write in flight. */
@@ -49,9 +51,8 @@ struct stream_job {
     struct disk_read_hook read_hook;
     bool copy_on_read;
 
-    /* Only the job thread touches these. */
-    uint8_t *buf;                       /* STREAM_CHUNK_BYTES */
-    struct block_writeback writeback;   /* of top, by the run loop */
+    /* Only the job thread touches these (writeback: the copies, atomic). */
+    struct block_writeback writeback;   /* of top */
     bool hooks_installed;
 
     pthread_mutex_t lock;
@@ -172,15 +173,15 @@ static int fill_unallocated(struct stream_job *s, uint64_t offset,
     return 0;
 }
 
-/* Copy one chunk, holding it against guest writes. */
+/* Copy one chunk, holding it against guest writes; buf holds len bytes. */
 static int copy_chunk(struct stream_job *s, uint64_t offset, uint64_t len,
-                      bool *is_read)
+                      uint8_t *buf, bool *is_read)
 {
     struct stream_range range = { offset, len, true };
     uint64_t copied = 0;
 
     range_begin(s, &range);
-    int ret = fill_unallocated(s, offset, len, NULL, s->buf, &copied,
+    int ret = fill_unallocated(s, offset, len, NULL, buf, &copied,
                                is_read);
     range_end(s, &range);
     job_progress_add_copied(&s->common, copied);
@@ -251,67 +252,63 @@ static int handle_error(struct stream_job *s, int ret, bool is_read,
     return ret;
 }
 
-/* One pass over the disk; *skipped says whether an ignored error left a
- * chunk for another pass. */
-static int stream_pass(struct stream_job *s, bool *skipped, GError **errp)
+/* Whether [offset, offset + len) needs a copy: the top does not allocate
+ * it and a layer above base does. */
+static int stream_needs_copy(void *opaque, uint64_t offset, uint64_t len,
+                             uint64_t *n)
 {
-    struct job *job = &s->common;
+    struct stream_job *s = opaque;
+    int status = s->top->driver->block_status(s->top, offset, len, n);
 
-    *skipped = false;
-    job_progress_set_len(job, s->size);
-    __atomic_store_n(&job->progress_offset, 0, __ATOMIC_RELAXED);
-    for (uint64_t offset = 0; offset < s->size;) {
-        if (job_pause_point(job)) {
-            return -ECANCELED;
-        }
-        uint64_t len = MIN(STREAM_CHUNK_BYTES, s->size - offset);
-        uint64_t n;
-        /* Throttle and hold only what needs a copy. */
-        int status = s->top->driver->block_status(s->top, offset, len, &n);
-        if (status >= 0 && !(status & BLOCK_STATUS_ALLOCATED)) {
-            status = chain_is_allocated_above(s->top->backing, s->base,
-                                              offset, MIN(n, len), &n);
-        } else if (status >= 0) {
-            status = 0;
-        }
-        n = MAX(MIN(n, len), 1);
-        bool is_read = true;
-        int ret = status;
-        if (status > 0) {
-            if (job_throttle(job, sparse_copy_data_bytes(s->top, offset,
-                                                          n))) {
-                return -ECANCELED;
-            }
-            ret = copy_chunk(s, offset, n, &is_read);
-        }
-        if (ret < 0) {
-            ret = handle_error(s, ret, is_read, errp);
-            if (ret < 0) {
-                return ret;
-            }
-            if (ret == 0) {
-                continue;       /* resumed after a stop: retry */
-            }
-            *skipped = true;
-        }
-        offset += n;
-        job_progress_add_offset(job, n);
+    if (status < 0 || (status & BLOCK_STATUS_ALLOCATED)) {
+        return MIN(status, 0);
     }
-    return 0;
+    return chain_is_allocated_above(s->top->backing, s->base, offset,
+                                    MIN(*n, len), n);
 }
 
+/* Zeros the backing chain holds as data are read, so they are charged. */
+static uint64_t stream_charge(void *opaque, uint64_t offset, uint64_t len)
+{
+    struct stream_job *s = opaque;
+
+    return sparse_copy_data_bytes(s->top, offset, len);
+}
+
+static int stream_handle_error(void *opaque, int ret, bool is_read,
+                               GError **errp)
+{
+    return handle_error(opaque, ret, is_read, errp);
+}
+
+static int stream_copy(void *opaque, uint64_t offset, uint64_t len,
+                       uint8_t *buf, bool *is_read)
+{
+    return copy_chunk(opaque, offset, len, buf, is_read);
+}
+
+static const struct copy_pass_ops stream_pass_ops = {
+    .status = stream_needs_copy,
+    .charge = stream_charge,
+    .handle_error = stream_handle_error,
+};
+
+/* Passes until no ignored error left a chunk behind. */
 static int stream_run(struct job *job, GError **errp)
 {
     struct stream_job *s = stream_of(job);
+    struct copy_batch batch;
     bool skipped;
+    int ret;
 
+    copy_batch_init(&batch, job, stream_copy, s, STREAM_MAX_IN_FLIGHT,
+                    STREAM_MAX_IN_FLIGHT * STREAM_CHUNK_BYTES);
     do {
-        int ret = stream_pass(s, &skipped, errp);
-        if (ret < 0) {
-            return ret;
-        }
-    } while (skipped);
-    return 0;
+        ret = copy_batch_pass(&batch, &stream_pass_ops, s->size,
+                              STREAM_CHUNK_BYTES, &skipped, errp);
+    } while (ret == 0 && skipped);
+    copy_batch_destroy(&batch);
+    return ret;
 }
 
 /* --- Driver hooks -------------------------------------------------------- */
@@ -363,7 +360,6 @@ static void stream_free(struct job *job)
 
     g_assert(!s->hooks_installed);
     g_free(s->backing_file);
-    g_free(s->buf);
     if (s->ranges) {
         g_ptr_array_unref(s->ranges);
     }
@@ -449,7 +445,6 @@ struct job *stream_start(struct job_list *list, struct disk *disk,
     s->on_error = cmd->on_error;
     s->size = top->size;
     s->zero_align = sparse_copy_align(top);
-    s->buf = g_malloc(STREAM_CHUNK_BYTES);
     s->copy_on_read = base == NULL;
     s->write_hook = (struct disk_write_hook){
         stream_write_before, stream_write_after, s,

@@ -37,9 +37,13 @@
 #include "jobs/command.h"
 #include "jobs/job.h"
 
-/* Bytes copied per step of the run loop (and the most held from guest
- * writes at once). */
-#define STREAM_CHUNK_BYTES (1024 * 1024)
+/* The most bytes one copy holds from guest writes and copies at once,
+ * and at most this many copies run at once: 4 MiB in flight, enough to
+ * keep a cold source's queue full (on a disk with latency; on the bench
+ * machine's fast virtual disk the two CPUs are the limit, see
+ * tests/bench/README.md) for a quarter of the memory of 16 x 1 MiB. */
+#define STREAM_CHUNK_BYTES (256 * 1024)
+#define STREAM_MAX_IN_FLIGHT 16
 
 /* Validate cmd against disk and start the job (state running).  Returns
  * the job with a reference for the caller (job_unref it), or NULL with

@@ -7,8 +7,8 @@
 #   BENCH_SIZE     virtual size of the chain [1G]
 #   RUNS           runs per metric, the table shows the median [3]
 #   BENCH_RUNTIME  seconds per fio job [5]
-#   BENCH_SECTIONS which parts to run: any of "io bitmaps jobs backup
-#                  fleece nbd big deep" [all of them]
+#   BENCH_SECTIONS which parts to run: any of "io bitmaps jobs durable
+#                  backup fleece nbd big deep" [all of them]
 #   BENCH_BIG_SIZE virtual size of the sparse chain for the RSS rows [1T]
 #   BENCH_DIR      scratch directory, needs ~3x BENCH_SIZE free [/var/tmp/chainfs-bench]
 #   BENCH_DROP_CACHES=1  drop the page cache before each measurement [0]
@@ -24,7 +24,7 @@ SRC=$(cd "$HERE/../.." && pwd)
 SIZE_ARG=${BENCH_SIZE:-1G}
 RUNS=${RUNS:-3}
 RUNTIME=${BENCH_RUNTIME:-5}
-SECTIONS=${BENCH_SECTIONS:-io bitmaps jobs backup fleece nbd big deep}
+SECTIONS=${BENCH_SECTIONS:-io bitmaps jobs durable backup fleece nbd big deep}
 BIG_ARG=${BENCH_BIG_SIZE:-1T}
 WORK=${BENCH_DIR:-/var/tmp/chainfs-bench}
 QSD=${QSD:-qemu-storage-daemon}
@@ -63,6 +63,8 @@ fi
 mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
 RUN_DIR=$WORK/run
+# One main chain per size (a chain of another size is not reused).
+MAIN_CHAIN=$WORK/chain-main-$SIZE_ARG
 SAMPLES=$WORK/samples.txt
 : >"$SAMPLES"
 GEN=$WORK/gen-extents
@@ -99,9 +101,11 @@ trap 'exit 130' INT TERM
 # Output piped into head: still clean up, without dying again on the pipe.
 trap 'trap "" PIPE; exit 141' PIPE
 
+# drop_caches [force]: sync and drop the page cache, if BENCH_DROP_CACHES=1
+# or force (the durable job rows always start cold).
 drop_caches()
 {
-    if [[ ${BENCH_DROP_CACHES:-0} == 1 ]]; then
+    if [[ ${BENCH_DROP_CACHES:-0} == 1 || ${1:-} == force ]]; then
         sync
         echo 3 >/proc/sys/vm/drop_caches
     fi
@@ -160,6 +164,7 @@ make_chain()
 fresh()
 {
     local src=$WORK/chain-$1 f
+    [[ $1 != main ]] || src=$MAIN_CHAIN
     cleanup_run
     D=$RUN_DIR/w
     mkdir -p "$D"
@@ -391,7 +396,7 @@ io_one()
     local who=$1 name=$2 rw=$3 bs=$4 jobs=$5 v
     fresh main
     if [[ $who == ceil* ]]; then
-        cp --sparse=always "$WORK/chain-main/guest.raw" "$D/plain.raw"
+        cp --sparse=always "$MAIN_CHAIN/guest.raw" "$D/plain.raw"
         drop_caches
         if [[ $who == ceil ]]; then
             v=$(fio_run "$D/plain.raw" "$rw" "$bs" "$jobs" 0)
@@ -495,12 +500,12 @@ job_chainfs()
 {
     local job=$1 t0 t1 id cmd ready=0 res
     case $job in
-    mirror) id=m1; ready=1; cmd="mirror id=m1 disk=vm target=$D/target.qcow2" ;;
+    mirror|bigmirror) id=m1; ready=1; cmd="mirror id=m1 disk=vm target=$D/target.qcow2" ;;
     nbd_mirror*) id=m1; ready=1
         cmd="mirror id=m1 disk=vm target=nbd+unix:///?socket=$NBD_SOCK mode=existing" ;;
     stream|bigstream) id=s1; cmd="stream id=s1 disk=vm" ;;
     commit_mid) id=c1; cmd="commit id=c1 disk=vm top=$D/mid.qcow2 base=$D/base.qcow2" ;;
-    commit_active) id=c2; ready=1; cmd="commit id=c2 disk=vm base=$D/base.qcow2" ;;
+    commit_active|bigcommit) id=c2; ready=1; cmd="commit id=c2 disk=vm base=$D/base.qcow2" ;;
     esac
     t0=$(now_ns)
     if ! ctl "$cmd"; then
@@ -522,13 +527,13 @@ job_qsd()
 {
     local job=$1 t0 t1 id cmd ready=0 err
     case $job in
-    mirror) id=m1; ready=1
+    mirror|bigmirror) id=m1; ready=1
         cmd='"execute":"drive-mirror","arguments":{"job-id":"m1","device":"top","target":"'$D/target.qcow2'","format":"qcow2","sync":"full","mode":"absolute-paths","auto-dismiss":false}' ;;
     stream|bigstream) id=s1
         cmd='"execute":"block-stream","arguments":{"job-id":"s1","device":"top","auto-dismiss":false}' ;;
     commit_mid) id=c1
         cmd='"execute":"block-commit","arguments":{"job-id":"c1","device":"top","top-node":"mid","base-node":"base","auto-dismiss":false}' ;;
-    commit_active) id=c2; ready=1
+    commit_active|bigcommit) id=c2; ready=1
         cmd='"execute":"block-commit","arguments":{"job-id":"c2","device":"top","base-node":"base","auto-dismiss":false}' ;;
     esac
     t0=$(now_ns)
@@ -561,31 +566,58 @@ check_job()
     stream|commit_mid) img=$D/top.qcow2 ;;
     commit_active) img=$D/base.qcow2 ;;
     esac
-    qemu-img compare -q -f qcow2 -F raw "$img" "$WORK/chain-main/guest.raw" ||
+    qemu-img compare -q -f qcow2 -F raw "$img" "$MAIN_CHAIN/guest.raw" ||
         die "$1: $(basename "$img") differs from the original guest view"
     if [[ $1 == stream ]] && qemu-img info "$img" | grep -q '^backing file:'; then
         die "stream: top.qcow2 still has a backing file"
     fi
 }
 
+# sync_images: fsync every image file of the copy in $D (what a job wrote
+# that is not durable yet gets written now); adds the time it took, in
+# microseconds, to JOB_TIME.  Run while the daemon is still up, so that a
+# daemon's own flush at exit does not count for it.
+sync_images()
+{
+    local t0 t1
+    t0=$(now_ns)
+    sync "$D"/*.qcow2
+    t1=$(now_ns)
+    SYNC_TIME=$(((t1 - t0) / 1000))
+    JOB_TIME=$((JOB_TIME + SYNC_TIME))
+}
+
+# job_one WHO JOB [durable]: one job row.  durable: the page cache is
+# dropped first and the time runs until the job's result is durable (the
+# job's end plus a sync of the image files, on both sides).
 job_one()
 {
-    local who=$1 job=$2
-    JOB_NA= JOB_TIME=
+    local who=$1 job=$2 durable=${3:-} key=$2
+    JOB_NA= JOB_TIME= SYNC_TIME=
     fresh main
-    drop_caches
+    if [[ -n $durable ]]; then
+        key=dur_$job
+        drop_caches force
+    else
+        drop_caches
+    fi
     QSD_WRITABLE=off "start_$who"
     "job_$who" "$job"
+    [[ -z $durable || -n $JOB_NA ]] || sync_images
     stop_daemon
     if [[ -n $JOB_NA ]]; then
         log "chainfs $job: n/a: $JOB_NA"
-        na "$job" "$who" "$JOB_NA"
-        na "rss_$job" "$who" "$JOB_NA"
+        na "$key" "$who" "$JOB_NA"
+        [[ -n $durable ]] || na "rss_$job" "$who" "$JOB_NA"
         return
     fi
     check_job "$job"
-    record "$job" "$who" "$(awk -v u="$JOB_TIME" 'BEGIN { printf "%.3f", u / 1e6 }')"
-    record "rss_$job" "$who" "$HWM"
+    record "$key" "$who" "$(awk -v u="$JOB_TIME" 'BEGIN { printf "%.3f", u / 1e6 }')"
+    if [[ -n $durable ]]; then
+        record "sync_$job" "$who" "$(awk -v u="$SYNC_TIME" 'BEGIN { printf "%.3f", u / 1e6 }')"
+    else
+        record "rss_$job" "$who" "$HWM"
+    fi
 }
 
 # ---- backup rows ---------------------------------------------------------
@@ -896,18 +928,29 @@ big_one()
         record rss_bigopen "$who" "$HWM"
         return
     fi
-    "job_$who" bigstream
+    local key=big$what
+    "job_$who" "$key"
     stop_daemon
     if [[ -n $JOB_NA ]]; then
-        log "chainfs bigstream: n/a: $JOB_NA"
-        na bigstream "$who" "$JOB_NA"
-        na rss_bigstream "$who" "$JOB_NA"
+        log "chainfs $key: n/a: $JOB_NA"
+        na "$key" "$who" "$JOB_NA"
+        na "rss_$key" "$who" "$JOB_NA"
         return
     fi
-    qemu-img info "$D/top.qcow2" | grep -q '^backing file:' &&
-        die "1T stream ($who): top.qcow2 still has a backing file"
-    record bigstream "$who" "$(awk -v u="$JOB_TIME" 'BEGIN { printf "%.3f", u / 1e6 }')"
-    record rss_bigstream "$who" "$HWM"
+    case $what in
+    stream)
+        qemu-img info "$D/top.qcow2" | grep -q '^backing file:' &&
+            die "1T stream ($who): top.qcow2 still has a backing file" ;;
+    mirror)
+        qemu-img compare -q "$D/target.qcow2" "$D/top.qcow2" ||
+            die "1T mirror ($who): target.qcow2 differs from the disk" ;;
+    commit)
+        # The top is unchanged by an active commit: base must read as it.
+        qemu-img compare -q "$D/base.qcow2" "$D/top.qcow2" ||
+            die "1T commit ($who): base.qcow2 differs from the disk" ;;
+    esac
+    record "$key" "$who" "$(awk -v u="$JOB_TIME" 'BEGIN { printf "%.3f", u / 1e6 }')"
+    record "rss_$key" "$who" "$HWM"
 }
 
 # ---- deep chains ---------------------------------------------------------
@@ -1030,7 +1073,7 @@ deep_open()
 
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 
-make_chain "$WORK/chain-main" "$SIZE" main
+make_chain "$MAIN_CHAIN" "$SIZE" main
 want big && make_chain "$WORK/chain-big-$BIG" "$BIG" big
 want big && ln -sfn "chain-big-$BIG" "$WORK/chain-big"
 want deep && make_deep_chains
@@ -1074,6 +1117,14 @@ for ((run = 1; run <= RUNS; run++)); do
             done
         done
     fi
+    if want durable; then
+        for job in "${JOBS[@]}"; do
+            for who in "${order[@]}"; do
+                log "run $run/$RUNS: $job until durable on $who"
+                job_one "$who" "$job" durable
+            done
+        done
+    fi
     if want backup; then
         for what in time iops; do
             for who in "${order[@]}"; do
@@ -1110,7 +1161,7 @@ for ((run = 1; run <= RUNS; run++)); do
         done
     fi
     if want big; then
-        for what in open stream; do
+        for what in open stream mirror commit; do
             for who in "${order[@]}"; do
                 log "run $run/$RUNS: $BIG_ARG chain $what on $who"
                 big_one "$who" "$what"
