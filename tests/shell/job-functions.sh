@@ -19,6 +19,27 @@ job_key()
     sed -n "s/^$3: //p" "$1/.jobs/$2/status"
 }
 
+# wait_job_progress MOUNT ID [BYTES]: poll the status until the job's
+# offset is past BYTES (default 0: it has copied something) and check
+# that it is still running (else it ended too early: lower its speed);
+# fails after CHAINFS_TIMEOUT seconds.
+wait_job_progress()
+{
+    local mnt=$1 id=$2 min=${3:-0} offset state
+    local deadline=$((SECONDS + CHAINFS_TIMEOUT))
+    until offset=$(job_key "$mnt" "$id" offset); ((${offset:-0} > min)); do
+        state=$(job_state "$mnt" "$id")
+        [[ $state != concluded && $state != null ]] ||
+            fail "job $id $state at offset $offset: $(cat "$mnt/.jobs/$id/status")"
+        ((SECONDS < deadline)) ||
+            fail "job $id not past offset $min after ${CHAINFS_TIMEOUT}s: $(cat "$mnt/.jobs/$id/status")"
+        sleep 0.02
+    done
+    state=$(job_state "$mnt" "$id")
+    [[ $state == running ]] ||
+        fail "job $id is $state already at offset $offset: lower its speed"
+}
+
 # start_writer DISK REFERENCE SEED NOPS [FUZZ-ARGS]: run chainfs-fuzz-io
 # on DISK in the background, its model of the disk initialized from the
 # raw file REFERENCE and dumped to model.raw at the end; sets writer_pid.
@@ -37,6 +58,32 @@ start_writer()
 writer_running()
 {
     _running "$writer_pid" || fail "the writer finished too early: raise its NOPS"
+}
+
+# writer_writes: how many write(2)s the writer has completed so far (syscw
+# in /proc/PID/io: it writes nothing but the disk before it ends).
+writer_writes()
+{
+    local io
+    io=$(cat "/proc/$writer_pid/io" 2>/dev/null) ||
+        fail "cannot read /proc/$writer_pid/io (no task I/O accounting?)"
+    sed -n 's/^syscw: //p' <<<"$io"
+}
+
+# wait_writer_writes N: poll until the writer has completed N more writes
+# than when called, and is still running (else raise its NOPS); fails
+# after CHAINFS_TIMEOUT seconds.
+wait_writer_writes()
+{
+    local target deadline=$((SECONDS + CHAINFS_TIMEOUT))
+    target=$(($(writer_writes) + $1))
+    until (($(writer_writes) >= target)); do
+        writer_running
+        ((SECONDS < deadline)) ||
+            fail "the writer made $(writer_writes) of $target writes in ${CHAINFS_TIMEOUT}s"
+        sleep 0.01
+    done
+    writer_running
 }
 
 # wait_writer: wait for the writer; it must have seen no wrong data.

@@ -205,6 +205,34 @@ pl_writer_fsyncs()
     done
 }
 
+# _stopped PID: every thread of PID is stopped (state T or t).
+_stopped()
+{
+    local task stat seen=
+    for task in /proc/"$1"/task/*; do
+        stat=$(cat "$task/stat" 2>/dev/null) || return 1
+        stat=${stat##*) }
+        [[ ${stat%% *} == [Tt] ]] || return 1
+        seen=1
+    done
+    [[ -n $seen ]]
+}
+
+# pl_pause_writer: stop the writer (SIGSTOP) and wait until every thread
+# of it is stopped: then none of its requests is in flight (a task stops
+# on its way back to user space, and the disk has no writeback cache: a
+# write has landed in the daemon when it returns).  kill -CONT resumes it.
+pl_pause_writer()
+{
+    local deadline=$((SECONDS + CHAINFS_TIMEOUT))
+    kill -STOP "$pl_writer_pid"
+    until _stopped "$pl_writer_pid"; do
+        _running "$pl_writer_pid" || fail "writer died: $(cat "$tmpdir/writer.err")"
+        ((SECONDS < deadline)) || fail "writer not stopped after ${CHAINFS_TIMEOUT}s"
+        sleep 0.01
+    done
+}
+
 # pl_writer_more N: let a writer started with OPS 0 (forever) acknowledge N
 # more fsyncs, then stop it.
 pl_writer_more()

@@ -75,7 +75,7 @@ assert_eq "$(count)" 131072 "b1 after a cancelled on-success backup"
 dd_write mnt/vm $((10 << 20)) $((4 << 20)) 0x3b
 before=$(count)
 ctl_ok $ctl backup id=c2 disk=vm target=$tmpdir/c2.qcow2 sync=bitmap bitmap=b1 bitmap-mode=always speed=1M buf-size=64K
-sleep 1.5
+wait_job_progress mnt c2
 dd_write mnt/vm $((13 << 20)) 4096 0x3c
 ctl_ok $ctl cancel c2
 wait_job_state mnt c2 concluded

@@ -30,8 +30,8 @@ to_raw mnt/vm second.raw
 ctl_ok $ctl backup id=c disk=vm target=$tmpdir/c.qcow2 speed=3M
 ctl_ok $ctl backup id=d disk=vm target=$tmpdir/d.qcow2 sync=top speed=512K buf-size=64K
 start_writer mnt/vm second.raw 17 20000
-sleep 0.5
-writer_running
+# Copies before the writer's writes while the jobs crawl.
+wait_writer_writes 200
 # The writer's copies before its writes are not rate limited: a job may
 # be done already.
 for id in a b c d; do

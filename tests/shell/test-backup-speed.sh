@@ -23,7 +23,7 @@ pid=$(_pid_of mnt)
 start=$(date +%s.%N)
 ctl_ok $ctl backup id=b1 disk=vm target=$tmpdir/t1.qcow2 speed=2M buf-size=256K
 assert_eq "$(job_key mnt b1 speed)" 2097152 "speed in the status"
-sleep 1
+sleep 1    # not synchronisation: the window the rate bound is checked over
 offset=$(job_key mnt b1 offset)
 elapsed=$(echo "$(date +%s.%N) - $start" | bc)
 bound=$(echo "2097152 * $elapsed + 2 * 262144" | bc | cut -d. -f1)
@@ -40,7 +40,7 @@ assert_eq "$(job_key mnt b1 result)" completed "result of b1"
 ctl_ok $ctl backup id=b2 disk=vm target=$tmpdir/t2.qcow2 speed=64K buf-size=64K
 wait_job_state mnt b2 running
 ticks=$(cpu_ticks "$pid")
-sleep 1
+sleep 1    # not synchronisation: the window the CPU time is measured over
 ticks=$(($(cpu_ticks "$pid") - ticks))
 echo "a crawling backup used $ticks ticks of CPU in 1 s"
 ((ticks * 4 < $(getconf CLK_TCK))) || fail "a crawling backup used $ticks ticks of CPU in 1 s"

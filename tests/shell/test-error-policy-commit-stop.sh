@@ -19,7 +19,7 @@ ctl_ok mnt/.jobs/ctl commit id=c1 disk=vm top="$tmpdir/mid.qcow2" \
 wait_event mnt 'JOB_ERROR id=c1 operation=write action=stop$'
 wait_job_state mnt c1 paused
 assert_eq "$(job_key mnt c1 io-status)" nospace "io-status while stopped"
-sleep 0.3
+sleep 0.3    # not synchronisation: a stopped job must stay paused meanwhile
 assert_eq "$(job_state mnt c1)" paused "state a moment later"
 assert_chain mnt vm "$tmpdir/top.qcow2" "$tmpdir/mid.qcow2" "$tmpdir/base.conf"
 assert_equal_files mnt/vm model.raw "the disk while stopped"

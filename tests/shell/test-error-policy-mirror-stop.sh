@@ -25,7 +25,7 @@ wait_event mnt 'JOB_ERROR id=m1 operation=write action=stop$'
 wait_job_state mnt m1 paused
 assert_eq "$(job_key mnt m1 io-status)" nospace "io-status while stopped"
 assert_eq "$(job_key mnt m1 result)" none "result while stopped"
-sleep 0.3
+sleep 0.3    # not synchronisation: a stopped job must stay paused meanwhile
 assert_eq "$(job_state mnt m1)" paused "state a moment later"
 
 # The guest writes meanwhile, into the failing range too (only the

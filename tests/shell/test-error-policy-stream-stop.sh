@@ -17,7 +17,7 @@ ctl_ok mnt/.jobs/ctl stream id=s1 disk=vm base="$tmpdir/base.raw" on-error=stop
 wait_event mnt 'JOB_ERROR id=s1 operation=write action=stop$'
 wait_job_state mnt s1 paused
 assert_eq "$(job_key mnt s1 io-status)" nospace "io-status while stopped"
-sleep 0.3
+sleep 0.3    # not synchronisation: a stopped job must stay paused meanwhile
 assert_eq "$(job_state mnt s1)" paused "state a moment later"
 assert_chain mnt vm "$tmpdir/disk.conf" "$tmpdir/mid.qcow2" "$tmpdir/base.raw"
 assert_equal_files mnt/vm model.raw "the disk while stopped"

@@ -55,8 +55,7 @@ qemu-io -f raw -c "read -P 0xab 0 64k" -c "read -P 0xad 0xf8000 128k" \
 # Under a writer (buffered and O_DIRECT writes, zero writes, discards).
 cp mnt/vm current.raw
 start_writer mnt/vm current.raw 7 4000
-sleep 0.3
-writer_running
+wait_writer_writes 100
 cp mnt/vm@f1 copy1.raw
 cmp copy1.raw instant.raw || fail "cp of vm@f1 under a writer differs"
 dd if=mnt/vm@f1 of=copy2.raw bs=256K iflag=direct status=none

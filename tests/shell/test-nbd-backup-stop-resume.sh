@@ -23,7 +23,7 @@ ctl=mnt/.jobs/ctl
 
 ctl_ok $ctl backup id=b1 disk=vm "target=$uri" mode=existing \
     on-target-error=stop speed=8M
-sleep 1
+wait_job_progress mnt b1
 stop_server "$nbd_pid"
 wait_event mnt "JOB_ERROR id=b1 operation=write action=stop"
 wait_job_state mnt b1 paused
@@ -42,7 +42,7 @@ out=$(qemu-img compare -f qcow2 -F raw t.qcow2 instant.raw 2>&1) || fail "the ex
 # report: the job fails, the disk goes on.
 start_qemu_nbd "$sock" t.qcow2
 ctl_ok $ctl backup id=b2 disk=vm "target=$uri" mode=existing speed=8M
-sleep 1
+wait_job_progress mnt b2
 stop_server "$nbd_pid"
 assert_failed_job mnt b2 "write to $uri: Input/output error"
 wait_event mnt "JOB_ERROR id=b2 operation=write action=report"

@@ -22,11 +22,11 @@ start_chainfs mnt --allow-remote -d vm=disk.raw
 start_writer mnt/vm before.raw 7 30000
 ctl_ok mnt/.jobs/ctl mirror id=m1 disk=vm "target=$uri" mode=existing \
     on-target-error=ignore speed=8M
-sleep 1
+wait_job_progress mnt m1
 stop_server "$nbd_pid"
 wait_event mnt "JOB_ERROR id=m1 operation=write action=ignore"
-sleep 2
 # Retries wait longer and longer: a few errors, not thousands.
+sleep 2    # not synchronisation: the window the errors are counted over
 errors=$(grep -c "JOB_ERROR id=m1" mnt/.jobs/events)
 ((errors < 50)) || fail "$errors errors in 2s: the retries do not back off"
 assert_eq "$(job_state mnt m1)" running "state while the server is gone"

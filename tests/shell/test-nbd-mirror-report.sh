@@ -20,7 +20,7 @@ start_chainfs mnt --allow-remote -d vm=disk.raw
 
 start_writer mnt/vm before.raw 6 8000
 ctl_ok mnt/.jobs/ctl mirror id=m1 disk=vm "target=$uri" mode=existing speed=8M
-sleep 1
+wait_job_progress mnt m1
 stop_server "$nbd_pid"
 assert_failed_job mnt m1 "write to $uri: Input/output error"
 wait_event mnt "JOB_ERROR id=m1 operation=write action=report"

@@ -22,7 +22,7 @@ start_chainfs mnt --allow-remote -d vm=disk.raw
 start_writer mnt/vm before.raw 5 30000
 ctl_ok mnt/.jobs/ctl mirror id=m1 disk=vm "target=$uri" mode=existing \
     on-target-error=stop speed=8M
-sleep 1
+wait_job_progress mnt m1
 stop_server "$nbd_pid"
 wait_event mnt "JOB_ERROR id=m1 operation=write action=stop"
 wait_job_state mnt m1 paused

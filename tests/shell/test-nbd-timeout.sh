@@ -52,7 +52,7 @@ start_chainfs mnt --allow-remote --nbd-timeout 1 -d vm=disk.raw
 ctl=mnt/.jobs/ctl
 ctl_ok $ctl backup id=b1 disk=vm "target=$uri" mode=existing \
     on-target-error=stop speed=4M buf-size=64K
-sleep 1
+wait_job_progress mnt b1
 kill -STOP "$nbd_pid"
 start=$(date +%s%N)
 wait_event mnt "JOB_ERROR id=b1 operation=write action=stop"

@@ -142,13 +142,6 @@ check_state()
     return 0
 }
 
-# pause_writer: stop the writer and let its requests land.
-pause_writer()
-{
-    kill -STOP "$pl_writer_pid"
-    sleep 0.2
-}
-
 seed=9500
 mkdir -p img
 qcow2_create img/base.qcow2 8M 65536
@@ -166,7 +159,7 @@ pl_snapshot
 pl_start_chainfs mnt -d "vm=$tmpdir/img/top.qcow2"
 pl_writer mnt/vm "$seed" 0
 pl_writer_fsyncs 5
-pause_writer
+pl_pause_writer
 cp mnt/vm ref-p.raw
 ctl_ok mnt/.jobs/ctl bitmap-add disk=vm name=p persistent=on
 pl_mark p-added

@@ -75,13 +75,6 @@ check_state()
     done <<<"$list"
 }
 
-# pause_writer: stop the writer and let its requests land.
-pause_writer()
-{
-    kill -STOP "$pl_writer_pid"
-    sleep 0.2
-}
-
 seed=8100
 mkdir -p img
 qcow2_create img/top.qcow2 8M 65536
@@ -94,7 +87,7 @@ pl_start_chainfs mnt -d "vm=$tmpdir/img/top.qcow2"
 pl_writer mnt/vm "$seed" 0
 pl_writer_fsyncs 5
 for b in b1 b2; do
-    pause_writer
+    pl_pause_writer
     cp mnt/vm "ref-$b.raw"
     ctl_ok mnt/.jobs/ctl bitmap-add disk=vm name=$b persistent=on
     pl_mark "$b-added"

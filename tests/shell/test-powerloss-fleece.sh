@@ -108,13 +108,6 @@ check_state()
     return 0
 }
 
-# pause_writer: stop the writer and let its requests land.
-pause_writer()
-{
-    kill -STOP "$pl_writer_pid"
-    sleep 0.2
-}
-
 seed=9100
 mkdir -p img
 pl_make_chain
@@ -126,7 +119,7 @@ pl_writer mnt/vm "$seed" 0
 pl_writer_fsyncs 5
 
 # The instant, with the writer paused so that ref-f.raw is the disk then.
-pause_writer
+pl_pause_writer
 cp mnt/vm ref-f.raw
 ctl_ok mnt/.jobs/ctl fleece id=f disk=vm bitmap=b
 pl_mark fleece-started
