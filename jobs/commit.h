@@ -43,9 +43,9 @@
 #include "jobs/job.h"
 
 /* The most bytes one copy of an intermediate commit moves, and at most
- * this many copies run at once (4 MiB in flight, as for stream). */
+ * this many copies run at once (1 MiB in flight, as for stream). */
 #define COMMIT_CHUNK_BYTES (256 * 1024)
-#define COMMIT_MAX_IN_FLIGHT 16
+#define COMMIT_MAX_IN_FLIGHT 4
 
 /* Validate cmd against disk, reopen base read-write (growing it if
  * needed) and start the job (state running).  Returns the job with a
