@@ -8,7 +8,7 @@
 #   RUNS           runs per metric, the table shows the median [3]
 #   BENCH_RUNTIME  seconds per fio job [5]
 #   BENCH_SECTIONS which parts to run: any of "io bitmaps jobs durable
-#                  backup fleece nbd big deep" [all of them]
+#                  backup fleece nbd scale big deep" [all of them]
 #   BENCH_BIG_SIZE virtual size of the sparse chain for the RSS rows [1T]
 #   BENCH_DIR      scratch directory, needs ~3x BENCH_SIZE free [/var/tmp/chainfs-bench]
 #   BENCH_DROP_CACHES=1  drop the page cache before each measurement [0]
@@ -24,7 +24,7 @@ SRC=$(cd "$HERE/../.." && pwd)
 SIZE_ARG=${BENCH_SIZE:-1G}
 RUNS=${RUNS:-3}
 RUNTIME=${BENCH_RUNTIME:-5}
-SECTIONS=${BENCH_SECTIONS:-io bitmaps jobs durable backup fleece nbd big deep}
+SECTIONS=${BENCH_SECTIONS:-io bitmaps jobs durable backup fleece nbd scale big deep}
 BIG_ARG=${BENCH_BIG_SIZE:-1T}
 WORK=${BENCH_DIR:-/var/tmp/chainfs-bench}
 QSD=${QSD:-qemu-storage-daemon}
@@ -1069,6 +1069,123 @@ deep_open()
     record fds_deep_open "$who" "$FDS"
 }
 
+# ---- 16 disks at once ----------------------------------------------------
+# 16 small disks (fresh copies of one 64 MiB base/mid/top chain) in one
+# daemon; on each, a writer (fio randwrite 4K, O_DIRECT, rate-limited to
+# SCALE_IOPS, through the daemon's file for the disk) and a mirror
+# sync=full to a new qcow2, started together.  The time runs from the
+# first mirror command until all 16 mirrors have concluded (each is sent
+# complete as soon as it is ready); the writers run until then.  Also
+# the daemon's peak RSS and its thread count at the end.  Every target is
+# checked with qemu-img check afterwards.
+
+SCALE_DISKS=16
+SCALE_SIZE_ARG=64M
+SCALE_IOPS=200
+SCALE_CHAIN=$WORK/chain-scale-$SCALE_SIZE_ARG
+
+# QEMU 7.2 cannot run this row: a writable FUSE export takes the RESIZE
+# permission and a mirror unshares it on its source ("Permission
+# conflict"); the source must be a root node, so no filter can sit between
+# the export and the mirrored node; and an NBD export of the node read back
+# by the same daemon (blockdev-add of an nbd client, FUSE export on that)
+# hangs in blockdev-add, the client's connect blocking the main loop that
+# serves it.
+SCALE_QSD_NA="QEMU 7.2: a writable FUSE export and a mirror on one node conflict (RESIZE)"
+
+scale_one()
+{
+    local who=$1 i t0 t1 left fios=() st out max=0 n
+    local -A fin=()
+    if [[ $who == qsd ]]; then
+        na scale qsd "$SCALE_QSD_NA"
+        na rss_scale qsd "$SCALE_QSD_NA"
+        na threads_scale qsd "$SCALE_QSD_NA"
+        return
+    fi
+    cleanup_run
+    D=$RUN_DIR/w
+    local args=()
+    for ((i = 1; i <= SCALE_DISKS; i++)); do
+        mkdir -p "$D/d$i"
+        cp --sparse=always "$SCALE_CHAIN"/{base,mid,top}.qcow2 "$D/d$i/"
+        args+=(-d "vm$i=$D/d$i/top.qcow2")
+    done
+    sync
+    drop_caches
+    mkdir -p "$D/mnt"
+    "$CHAINFS" -f "${args[@]}" "$D/mnt" 2>>"$D/daemon.log" &
+    DPID=$!
+    wait_for "the chainfs mount" is_mounted "$D/mnt"
+    # The writers run until the mirrors are done (then SIGTERM).
+    for ((i = 1; i <= SCALE_DISKS; i++)); do
+        fio --name=w$i --filename="$D/mnt/vm$i" --allow_file_create=0 \
+            --ioengine=psync --direct=1 --rw=randwrite --bs=4k \
+            --rate_iops="$SCALE_IOPS" --size="$SCALE_SIZE" \
+            --runtime="$TIMEOUT" --time_based --randrepeat=1 --minimal \
+            >"$D/fio$i.out" 2>&1 &
+        fios+=($!)
+    done
+    t0=$(now_ns)
+    for ((i = 1; i <= SCALE_DISKS; i++)); do
+        if ! ctl "mirror id=m$i disk=vm$i target=$D/d$i/target.qcow2"; then
+            kill "${fios[@]}" 2>/dev/null || true
+            wait "${fios[@]}" 2>/dev/null || true
+            stop_daemon
+            log "chainfs scale: n/a: $CTL_ERR"
+            na scale chainfs "$CTL_ERR"; na rss_scale chainfs "$CTL_ERR"; na threads_scale chainfs "$CTL_ERR"
+            return
+        fi
+    done
+    left=$SCALE_DISKS
+    local deadline=$((SECONDS + TIMEOUT))
+    while ((left > 0)); do
+        for ((i = 1; i <= SCALE_DISKS; i++)); do
+            [[ -z ${fin[$i]:-} ]] || continue
+            st=$(sed -n 's/^state: //p' "$D/mnt/.jobs/m$i/status")
+            case $st in
+            ready) [[ -n ${fin[r$i]:-} ]] || { printf 'complete\n' >"$D/mnt/.jobs/m$i/ctl"; fin[r$i]=1; } ;;
+            concluded)
+                [[ $(cfs_job_result "m$i") == completed ]] ||
+                    die "chainfs scale: m$i: $(tr '\n' ' ' <"$D/mnt/.jobs/m$i/status")"
+                fin[$i]=1
+                left=$((left - 1)) ;;
+            esac
+        done
+        n=$(find "/proc/$DPID/task" -mindepth 1 -maxdepth 1 | wc -l)
+        ((n <= max)) || max=$n
+        ((left == 0)) && break
+        ((SECONDS < deadline)) || die "timed out waiting for $left of $SCALE_DISKS mirrors"
+        kill -0 "$DPID" 2>/dev/null || die "daemon died during the scale row"
+        sleep "$POLL"
+    done
+    t1=$(now_ns)
+    THREADS=$(find "/proc/$DPID/task" -mindepth 1 -maxdepth 1 | wc -l)
+    for ((i = 0; i < SCALE_DISKS; i++)); do
+        kill -0 "${fios[i]}" 2>/dev/null ||
+            die "chainfs scale: writer $((i + 1)) ended before the mirrors: $(tail -3 "$D/fio$((i + 1)).out")"
+        kill -TERM "${fios[i]}"
+    done
+    # fio exits non-zero on SIGTERM: its terse line's error field (5)
+    # says whether the writes went well.
+    for ((i = 0; i < SCALE_DISKS; i++)); do
+        wait "${fios[i]}" || true
+        awk -F';' '$1 == 3 && $5 == 0 { ok = 1 } END { exit !ok }' "$D/fio$((i + 1)).out" ||
+            die "chainfs scale: writer $((i + 1)) failed: $(tail -3 "$D/fio$((i + 1)).out")"
+    done
+    # Write IOPS of all writers together (terse v3 field 49).
+    out=$(cat "$D"/fio*.out | awk -F';' 'NF > 49 { s += $49 } END { print s + 0 }')
+    stop_daemon
+    for ((i = 1; i <= SCALE_DISKS; i++)); do
+        qemu-img check -q "$D/d$i/target.qcow2" ||
+            die "chainfs scale: qemu-img check of d$i/target.qcow2 failed"
+    done
+    log "chainfs scale: $(awk -v n="$((t1 - t0))" 'BEGIN { printf "%.2f", n / 1e9 }') s, writers $out IOPS in all, threads $THREADS at the end ($max at most)"
+    record scale chainfs "$(awk -v n="$((t1 - t0))" 'BEGIN { printf "%.3f", n / 1e9 }')"
+    record rss_scale chainfs "$HWM"
+    record threads_scale chainfs "$THREADS"
+}
+
 # ---- main ----------------------------------------------------------------
 
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
@@ -1077,6 +1194,8 @@ make_chain "$MAIN_CHAIN" "$SIZE" main
 want big && make_chain "$WORK/chain-big-$BIG" "$BIG" big
 want big && ln -sfn "chain-big-$BIG" "$WORK/chain-big"
 want deep && make_deep_chains
+SCALE_SIZE=$(numfmt --from=iec "$SCALE_SIZE_ARG")
+want scale && make_chain "$SCALE_CHAIN" "$SCALE_SIZE" main
 
 START=$(date '+%Y-%m-%d %H:%M:%S %z')
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -1158,6 +1277,12 @@ for ((run = 1; run <= RUNS; run++)); do
         for who in "${order[@]}"; do
             log "run $run/$RUNS: $DEEP_OPEN_LAYERS-layer chain opened by $who"
             deep_open "$who"
+        done
+    fi
+    if want scale; then
+        for who in "${order[@]}"; do
+            log "run $run/$RUNS: $SCALE_DISKS disks, a writer and a mirror each, on $who"
+            scale_one "$who"
         done
     fi
     if want big; then

@@ -66,11 +66,12 @@ BEGIN {
             "dur_mirror dur_stream dur_commit_mid dur_commit_active " \
             "sync_mirror sync_stream sync_commit_mid sync_commit_active " \
             "backup backup_iops fleece_iops nbd_mirror nbd_mirror_lat " \
+            "scale threads_scale " \
             "bigstream bigmirror bigcommit " \
             "rss_seqread rss_seqwrite rss_randread1 rss_randread4 " \
             "rss_randwrite1 rss_randwrite4 rss_mirror rss_stream " \
             "rss_commit_mid rss_commit_active rss_backup rss_fleece_iops " \
-            "rss_nbd_mirror rss_nbd_mirror_lat rss_bigopen rss_bigstream " \
+            "rss_nbd_mirror rss_nbd_mirror_lat rss_scale rss_bigopen rss_bigstream " \
             "rss_bigmirror rss_bigcommit"
     label["seqread"] = "seq read 1M, 1 job (MiB/s)"
     label["seqwrite"] = "seq write 1M, 1 job (MiB/s)"
@@ -113,6 +114,13 @@ BEGIN {
         unit["dur_" j] = unit["sync_" j] = "s"
         nobar["sync_" j] = 1
     }
+    # The scale section: 16 disks in one daemon, a writer and a mirror on
+    # each; the thread count at the end is shown without a bar.
+    label["scale"] = "16 disks with a writer and a mirror each, until all complete (s)"
+    unit["scale"] = "s"
+    label["threads_scale"] = "... threads of the daemon at the end of it"
+    unit["threads_scale"] = "threads"
+    nobar["threads_scale"] = 1
     label["bigstream"] = "stream, sparse " big " chain (s)"
     label["bigmirror"] = "mirror sync=full, sparse " big " chain, until complete (s)"
     label["bigcommit"] = "commit top into base, active, sparse " big " chain, until complete (s)"
