@@ -728,7 +728,7 @@ backup_one()
     "backup_wait_$who"
     t1=$(now_ns)
     stop_daemon
-    qemu-img compare -q -f qcow2 -F raw "$D/backup.qcow2" "$WORK/chain-main/guest.raw" ||
+    qemu-img compare -q -f qcow2 -F raw "$D/backup.qcow2" "$MAIN_CHAIN/guest.raw" ||
         die "backup ($who, $what): backup.qcow2 differs from the disk at the instant"
     if [[ $what == time ]]; then
         record backup "$who" "$(awk -v u="$(((t1 - t0) / 1000))" 'BEGIN { printf "%.3f", u / 1e6 }')"
@@ -833,10 +833,10 @@ fleece_one()
     fi
     v=$(fio_run "$FILE" randwrite 4k 1 1)
     "fleece_check_$who"
-    dd if="$VIEW" bs=64K iflag=direct status=none | cmp -s - "$WORK/chain-main/guest.raw" ||
+    dd if="$VIEW" bs=64K iflag=direct status=none | cmp -s - "$MAIN_CHAIN/guest.raw" ||
         die "fleece ($who): the view (64K O_DIRECT reads) differs from the disk at the instant"
     if [[ $who == chainfs ]]; then
-        cmp -s "$VIEW" "$WORK/chain-main/guest.raw" ||
+        cmp -s "$VIEW" "$MAIN_CHAIN/guest.raw" ||
             die "fleece ($who): the view (buffered reads) differs from the disk at the instant"
     fi
     "fleece_stop_$who"
@@ -902,9 +902,9 @@ nbd_one()
         return
     fi
     if [[ $row == nbd_mirror ]]; then
-        qemu-img compare -q -f qcow2 -F raw "$D/target.qcow2" "$WORK/chain-main/guest.raw"
+        qemu-img compare -q -f qcow2 -F raw "$D/target.qcow2" "$MAIN_CHAIN/guest.raw"
     else
-        qemu-img compare -q -f raw -F raw "$D/target.raw" "$WORK/chain-main/guest.raw"
+        qemu-img compare -q -f raw -F raw "$D/target.raw" "$MAIN_CHAIN/guest.raw"
     fi || die "$row ($who): the export differs from the original guest view"
     record "$row" "$who" "$(awk -v u="$JOB_TIME" 'BEGIN { printf "%.3f", u / 1e6 }')"
     record "rss_$row" "$who" "$HWM"
